@@ -1,0 +1,14 @@
+// Command caddy is Caddy's standard main with the sslci issuer plugged in:
+// the same binary `xcaddy build --with github.com/sslci/caddy-sslci` produces.
+package main
+
+import (
+	caddycmd "github.com/caddyserver/caddy/v2/cmd"
+
+	// plug in Caddy modules here
+	_ "github.com/caddyserver/caddy/v2/modules/standard"
+)
+
+func main() {
+	caddycmd.Main()
+}
