@@ -133,6 +133,10 @@ func (c *Client) List(ctx context.Context) (*List, error) {
 	if _, err := c.do(ctx, "list", http.MethodGet, nil, true, &w); err != nil {
 		return nil, err
 	}
+	return listFrom(&w), nil
+}
+
+func listFrom(w *listWire) *List {
 	out := &List{}
 	for _, cert := range w.Certificates {
 		out.Certificates = append(out.Certificates, CertificateInfo{
@@ -145,7 +149,7 @@ func (c *Client) List(ctx context.Context) (*List, error) {
 	for _, o := range w.PendingOrders {
 		out.PendingOrders = append(out.PendingOrders, OrderInfo{ID: int64(o.ID), Domains: o.Domains, Status: o.Status})
 	}
-	return out, nil
+	return out
 }
 
 // RequestVerification asks for a verification of one domain by method
@@ -158,6 +162,13 @@ func (c *Client) RequestVerification(ctx context.Context, domain, method string)
 	if _, err := c.do(ctx, op, http.MethodPost, body, false, &w); err != nil {
 		return nil, err
 	}
+	return c.verificationFrom(&w, domain, method)
+}
+
+// verificationFrom checks a decoded verification answer and completes what
+// the documentation leaves open.
+func (c *Client) verificationFrom(w *verificationWire, domain, method string) (*Verification, error) {
+	const op = "request verification"
 	if w.OrderID <= 0 {
 		return nil, c.malformed(op, "field order_id is missing or not a positive integer")
 	}
@@ -237,9 +248,16 @@ func (c *Client) ConfirmVerification(ctx context.Context, req ConfirmRequest) (*
 	return &Confirmation{Domain: firstNonEmpty(w.Domain, req.Domain), OrderID: int64(w.OrderID), Message: sanitize(env.serverMessage(), c.token)}, nil
 }
 
+// looksPending recognizes a check still running at the provider: a status
+// word such as "pending", or a message such as "verification in progress".
+// It is strict on purpose: "no pending verification" is a plain error.
 func looksPending(s string) bool {
-	s = strings.ToLower(s)
-	for _, w := range []string{"pending", "processing", "in progress", "checking", "not yet"} {
+	s = strings.ToLower(strings.TrimSpace(s))
+	switch s {
+	case "pending", "processing", "in_progress", "in progress", "checking":
+		return true
+	}
+	for _, w := range []string{"in progress", "still pending", "is pending", "still processing", "is processing", "try again later"} {
 		if strings.Contains(s, w) {
 			return true
 		}
@@ -261,6 +279,13 @@ func (c *Client) Finalize(ctx context.Context, domains []string, csrPEM []byte) 
 	if _, err := c.do(ctx, op, http.MethodPost, body, false, &w); err != nil {
 		return nil, err
 	}
+	return c.certificateFrom(&w)
+}
+
+// certificateFrom checks that a decoded finalize answer holds PEM where it
+// must; what the certificate says is for the caller to check.
+func (c *Client) certificateFrom(w *finalizeWire) (*Certificate, error) {
+	const op = "finalize"
 	for _, f := range []struct {
 		name, value, pemType string
 		required             bool
@@ -447,34 +472,44 @@ func (c *Client) attempt(ctx context.Context, op, method string, payload []byte,
 	if int64(len(raw)) > limit {
 		return fail(ErrTooLarge, resp.statusCode, fmt.Sprintf("more than %d bytes", limit), nil)
 	}
+	resp, decodeErr := c.decode(op, resp.statusCode, httpResp.Header.Get("Content-Type"), raw, out)
+	return resp, written, retryAfter, decodeErr
+}
 
+// decode interprets one complete response: an error for a failure status,
+// a non-JSON body or "status": false; otherwise the body decoded into out.
+func (c *Client) decode(op string, status int, contentType string, raw []byte, out any) (response, *Error) {
+	resp := response{statusCode: status}
+	fail := func(kind error, msg string, cause error) (response, *Error) {
+		return resp, &Error{Op: op, StatusCode: status, Kind: kind, Message: msg, Err: cause}
+	}
 	isJSON := json.Unmarshal(raw, &resp.envelope) == nil
-	ok := resp.statusCode >= 200 && resp.statusCode < 300
+	ok := status >= 200 && status < 300
 	switch {
 	case !ok && isJSON:
-		return fail(kindForStatus(resp.statusCode), resp.statusCode, sanitize(resp.serverMessage(), c.token), nil)
+		return fail(kindForStatus(status), sanitize(resp.serverMessage(), c.token), nil)
 	case !ok:
-		return fail(kindForStatus(resp.statusCode), resp.statusCode, excerpt(httpResp.Header.Get("Content-Type"), raw, c.token), nil)
+		return fail(kindForStatus(status), excerpt(contentType, raw, c.token), nil)
 	case !isJSON:
-		return fail(ErrMalformed, resp.statusCode, "body is not JSON: "+excerpt(httpResp.Header.Get("Content-Type"), raw, c.token), nil)
+		return fail(ErrMalformed, "body is not JSON: "+excerpt(contentType, raw, c.token), nil)
 	case resp.Status.Set && !resp.Status.OK && !looksPending(resp.Status.Word):
-		return fail(ErrRejected, resp.statusCode, sanitize(resp.serverMessage(), c.token), nil)
+		return fail(ErrRejected, sanitize(resp.serverMessage(), c.token), nil)
 	}
 	if out != nil {
 		if err := json.Unmarshal(raw, out); err != nil {
-			return fail(ErrMalformed, resp.statusCode, "", fieldError(err))
+			return fail(ErrMalformed, sanitize(fieldError(err), c.token), nil)
 		}
 	}
-	return resp, written, retryAfter, nil
+	return resp, nil
 }
 
-// fieldError rewrites a JSON type error to name the field.
-func fieldError(err error) error {
+// fieldError describes a decoding error, naming the field where known.
+func fieldError(err error) string {
 	var te *json.UnmarshalTypeError
 	if errors.As(err, &te) && te.Field != "" {
-		return fmt.Errorf("field %s: cannot decode %s", te.Field, te.Value)
+		return fmt.Sprintf("field %s: cannot decode %s", te.Field, te.Value)
 	}
-	return err
+	return err.Error()
 }
 
 func transportKind(ctx context.Context, err error) error {

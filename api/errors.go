@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"unicode"
+	"unicode/utf8"
 )
 
 // Kinds of failure. Every error returned by a Client matches exactly one of
@@ -93,12 +94,17 @@ func kindForStatus(code int) error {
 const maxExcerpt = 200
 
 // sanitize turns server text into a short single line fit for an error or a
-// log: the secret (if it appears) is replaced, control characters and runs of
-// space are folded, HTML tags are dropped, and the result is cut.
+// log: HTML tags are dropped, control characters and runs of space folded,
+// the secret (if it appears, before or after that) replaced, and the result
+// cut.
 func sanitize(s, secret string) string {
-	if secret != "" {
-		s = strings.ReplaceAll(s, secret, "[REDACTED]")
+	redact := func(s string) string {
+		if secret == "" {
+			return s
+		}
+		return strings.ReplaceAll(s, secret, "[REDACTED]")
 	}
+	s = redact(s)
 	var b strings.Builder
 	inTag, space := false, false
 	for _, r := range s {
@@ -121,10 +127,14 @@ func sanitize(s, secret string) string {
 		}
 		space = false
 		b.WriteRune(r)
-		if b.Len() >= maxExcerpt {
-			b.WriteString("…")
-			break
-		}
 	}
-	return b.String()
+	out := redact(b.String())
+	if len(out) > maxExcerpt {
+		cut := maxExcerpt
+		for cut > 0 && !utf8.RuneStart(out[cut]) {
+			cut--
+		}
+		out = out[:cut] + "…"
+	}
+	return out
 }

@@ -3,7 +3,7 @@ package api
 import (
 	"bytes"
 	"encoding/json"
-	"fmt"
+	"reflect"
 	"strconv"
 	"strings"
 	"time"
@@ -193,9 +193,19 @@ func (s *flexStatus) UnmarshalJSON(b []byte) error {
 			s.OK = true
 		}
 	default:
-		return fmt.Errorf("status: unexpected %s", b)
+		return typeError(b, "a boolean, number or string")
 	}
 	return nil
+}
+
+// typeError is a json.UnmarshalTypeError, so that the decoder adds the
+// field's name to it.
+func typeError(b []byte, want string) error {
+	value := string(b)
+	if len(value) > 40 {
+		value = value[:40] + "…"
+	}
+	return &json.UnmarshalTypeError{Value: value + " (want " + want + ")", Type: reflect.TypeFor[string]()}
 }
 
 // flexInt decodes a JSON number or a string holding one.
@@ -214,7 +224,7 @@ func (n *flexInt) UnmarshalJSON(b []byte) error {
 	if err != nil {
 		f, ferr := strconv.ParseFloat(s, 64)
 		if ferr != nil || f != float64(int64(f)) {
-			return fmt.Errorf("not an integer: %s", b)
+			return typeError(b, "an integer")
 		}
 		v = int64(f)
 	}
@@ -246,7 +256,7 @@ func (d *flexDomains) UnmarshalJSON(b []byte) error {
 	if err := json.Unmarshal(b, &list); err != nil {
 		var s string
 		if err := json.Unmarshal(b, &s); err != nil {
-			return fmt.Errorf("domains: expected a string or a list, got %s", b)
+			return typeError(b, "a string or a list of strings")
 		}
 		list = strings.Split(s, ",")
 	}
