@@ -1,0 +1,140 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"flag"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+func TestParseFlags(t *testing.T) {
+	c, err := parseFlags([]string{
+		"-addr", "127.0.0.1:0", "-token", "a,b", "-token", "c", "-validity", "48h", "-window", "1h",
+		"-sign-csr", "-http-addr", "127.0.0.1:8080", "-dns-server", "127.0.0.1:5353",
+		"-tls", "-tls-host", "sim.test,127.0.0.2", "-root-out", "r.pem",
+		"-fault-500", "0.1", "-fault-malformed", "0.05", "-fault-html", "0.02", "-fault-drop", "0.01",
+		"-fault-429", "0.2", "-fault-503", "0.3", "-latency", "50ms", "-retry-after", "3s", "-seed", "7", "-v",
+	}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := c.opts
+	f := o.Faults
+	if o.Addr != "127.0.0.1:0" || !slices.Equal(o.Tokens, []string{"a", "b", "c"}) || o.Validity != 48*time.Hour ||
+		o.VerificationWindow != time.Hour || !o.SignCSR || o.HTTPChallengeAddr != "127.0.0.1:8080" ||
+		o.DNSServer != "127.0.0.1:5353" || !o.TLS || !slices.Equal(o.TLSHosts, []string{"sim.test", "127.0.0.2"}) ||
+		c.rootOut != "r.pem" || !c.verbose || o.Seed != 7 {
+		t.Errorf("options %+v", c)
+	}
+	if f.ServerError != 0.1 || f.MalformedJSON != 0.05 || f.HTML != 0.02 || f.Drop != 0.01 || f.RateLimit != 0.2 ||
+		f.Unavailable != 0.3 || f.Latency != 50*time.Millisecond || f.RetryAfter != 3*time.Second {
+		t.Errorf("faults %+v", f)
+	}
+
+	c, err = parseFlags(nil, io.Discard)
+	if err != nil || c.opts.Addr != "127.0.0.1:8555" || c.rootOut != "sslci-sim-root.pem" || len(c.opts.Tokens) != 0 ||
+		c.opts.Validity != 0 || c.opts.Faults.RetryAfter != time.Second {
+		t.Errorf("defaults %+v %v", c, err)
+	}
+}
+
+func TestParseFlagsErrors(t *testing.T) {
+	var out bytes.Buffer
+	if _, err := parseFlags([]string{"-h"}, &out); !errors.Is(err, flag.ErrHelp) || !strings.Contains(out.String(), "Usage: sslci-sim") || !strings.Contains(out.String(), "-fault-429") {
+		t.Errorf("-h: %v\n%s", err, out.String())
+	}
+	for _, args := range [][]string{{"-nope"}, {"-latency", "x"}, {"extra"}, {"-tls-host", "a.test"}} {
+		var ue usageError
+		if _, err := parseFlags(args, io.Discard); !errors.As(err, &ue) {
+			t.Errorf("%q: %v", args, err)
+		}
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe to read while run writes it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func TestRun(t *testing.T) {
+	root := filepath.Join(t.TempDir(), "root.pem")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var stdout, stderr syncBuffer
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"-addr", "127.0.0.1:0", "-token", "demo-token", "-root-out", root, "-v"}, &stdout, &stderr)
+	}()
+
+	urlRE := regexp.MustCompile(`API URL:\s+(\S+)`)
+	var url string
+	for deadline := time.Now().Add(10 * time.Second); url == "" && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if m := urlRE.FindStringSubmatch(stdout.String()); m != nil {
+			url = m[1]
+		}
+	}
+	if url == "" {
+		t.Fatalf("no URL printed:\n%s%s", stdout.String(), stderr.String())
+	}
+	if !strings.Contains(stdout.String(), "demo-token") || !strings.Contains(stdout.String(), root) {
+		t.Errorf("banner:\n%s", stdout.String())
+	}
+	pemBytes, err := os.ReadFile(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := pem.Decode(pemBytes); b == nil {
+		t.Error("root file is not PEM")
+	} else if cert, err := x509.ParseCertificate(b.Bytes); err != nil || !cert.IsCA {
+		t.Errorf("root: %v", err)
+	}
+
+	req, _ := http.NewRequest("GET", url, nil)
+	req.Header.Set("Authorization", "Bearer demo-token")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Errorf("GET: %d", resp.StatusCode)
+	}
+
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("run did not return after cancel")
+	}
+	if log := stderr.String(); !strings.Contains(log, "op=list") || strings.Contains(log, "demo-token") {
+		t.Errorf("request log:\n%s", log)
+	}
+}
