@@ -1,0 +1,168 @@
+package sslci
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"path"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/caddyserver/certmagic"
+	"github.com/mholt/acmez/v3/acme"
+	"go.uber.org/zap"
+
+	"github.com/sslci/caddy-sslci/api"
+)
+
+// A solver puts a verification in place so that SSLCI's check succeeds.
+// The returned clean-up removes it; it must work even when ctx is done.
+type solver interface {
+	present(ctx context.Context, v *api.Verification) (cleanUp func(), err error)
+}
+
+// httpSolver answers SSLCI's HTTP check. The challenge is written to
+// storage, where certmagic's HTTP-challenge handler, which every Caddy HTTP
+// server runs before any route, finds it under this issuer's key: any Caddy
+// sharing the storage answers it. Where nothing listens on the HTTP port,
+// the solver serves the check itself while it lasts.
+type httpSolver struct {
+	iss *Issuer
+}
+
+const challengeBasePath = "/.well-known/acme-challenge/"
+
+func (s *httpSolver) present(ctx context.Context, v *api.Verification) (func(), error) {
+	iss := s.iss
+	if v.FilePath != challengeBasePath+v.Token || v.Token == "" {
+		return nil, fmt.Errorf("SSLCI asked for the file %q; only %s<token> can be answered", v.FilePath, challengeBasePath)
+	}
+	chal := acme.Challenge{
+		Type:             acme.ChallengeTypeHTTP01,
+		Token:            v.Token,
+		KeyAuthorization: v.Content,
+		Identifier:       acme.Identifier{Type: "dns", Value: v.Domain},
+	}
+	data, err := json.Marshal(chal)
+	if err != nil {
+		return nil, err
+	}
+	storage := iss.getStorage()
+	key := iss.challengeKey(v.Domain)
+	if err := storage.Store(ctx, key, data); err != nil {
+		return nil, fmt.Errorf("storing the challenge: %w", err)
+	}
+	release := s.listen()
+	return func() {
+		release()
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		if err := storage.Delete(ctx, key); err != nil {
+			iss.logger.Error("deleting the challenge from storage", zap.String("key", key), zap.Error(err))
+		}
+	}, nil
+}
+
+// challengeKey is where certmagic's HTTP-challenge handler looks for a
+// challenge of this issuer (certmagic's distributed solver layout).
+func (iss *Issuer) challengeKey(domain string) string {
+	return path.Join("acme", certmagic.StorageKeys.Safe(iss.IssuerKey()), "challenge_tokens", certmagic.StorageKeys.Safe(domain)+".json")
+}
+
+// loadChallenge reads a challenge presented by any Caddy sharing the storage.
+func (iss *Issuer) loadChallenge(ctx context.Context, domain string) (acme.Challenge, error) {
+	var chal acme.Challenge
+	data, err := iss.getStorage().Load(ctx, iss.challengeKey(domain))
+	if err != nil {
+		return chal, err
+	}
+	return chal, json.Unmarshal(data, &chal)
+}
+
+// httpPort is the port SSLCI's check arrives on: the configured one, or
+// Caddy's HTTP port (which the HTTP app fills into the embedded ACME
+// issuer), or 80.
+func (iss *Issuer) httpPort() int {
+	if iss.AlternateHTTPPort != 0 {
+		return iss.AlternateHTTPPort
+	}
+	if c := iss.acme.Challenges; c != nil && c.HTTP != nil && c.HTTP.AlternatePort != 0 {
+		return c.HTTP.AlternatePort
+	}
+	return certmagic.HTTPChallengePort
+}
+
+// fallbackServers are this process's own challenge listeners, by address,
+// shared by the names being verified at the same time.
+var (
+	fallbackMu      sync.Mutex
+	fallbackServers = map[string]*fallbackServer{}
+)
+
+type fallbackServer struct {
+	srv   *http.Server
+	users int
+}
+
+// listen starts serving challenges on the HTTP port if nothing listens
+// there yet, and returns the function that stops it after the last user.
+// A port in use is the normal case: Caddy's HTTP server is there.
+func (s *httpSolver) listen() (release func()) {
+	iss := s.iss
+	addr := net.JoinHostPort(iss.ListenHost, strconv.Itoa(iss.httpPort()))
+	fallbackMu.Lock()
+	defer fallbackMu.Unlock()
+	if fs, ok := fallbackServers[addr]; ok {
+		fs.users++
+		return func() { s.release(addr) }
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		if !errors.Is(err, syscall.EADDRINUSE) {
+			iss.logger.Warn("cannot listen for the HTTP check; relying on another server on that port",
+				zap.String("address", addr), zap.Error(err))
+		}
+		return func() {}
+	}
+	iss.logger.Info("nothing listens on the HTTP port; serving the SSLCI check there during the verification", zap.String("address", addr))
+	fs := &fallbackServer{users: 1, srv: &http.Server{
+		Handler:           http.HandlerFunc(iss.serveChallenge),
+		ReadHeaderTimeout: 10 * time.Second,
+	}}
+	fallbackServers[addr] = fs
+	go fs.srv.Serve(ln) //nolint:errcheck // returns when released
+	return func() { s.release(addr) }
+}
+
+func (s *httpSolver) release(addr string) {
+	fallbackMu.Lock()
+	defer fallbackMu.Unlock()
+	fs := fallbackServers[addr]
+	if fs == nil {
+		return
+	}
+	if fs.users--; fs.users == 0 {
+		delete(fallbackServers, addr)
+		_ = fs.srv.Close()
+	}
+}
+
+// serveChallenge answers a GET of the exact challenge path for the exact
+// host, as Caddy's own servers do; anything else is a 404.
+func (iss *Issuer) serveChallenge(w http.ResponseWriter, r *http.Request) {
+	if certmagic.LooksLikeHTTPChallenge(r) {
+		host := r.Host
+		if h, _, err := net.SplitHostPort(host); err == nil {
+			host = h
+		}
+		if chal, err := iss.loadChallenge(r.Context(), host); err == nil && certmagic.SolveHTTPChallenge(iss.logger, w, r, chal) {
+			return
+		}
+	}
+	http.NotFound(w, r)
+}

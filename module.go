@@ -1,0 +1,254 @@
+// Package sslci is a Caddy module, tls.issuance.sslci, that gets TLS
+// certificates from SSLCI's REST API. Caddy keeps storage, locking and
+// renewal; this issuer turns one CSR into one certificate: it verifies each
+// name (HTTP-01 answered by Caddy itself, or a DNS TXT record), finalizes the
+// SAN set and checks what comes back.
+package sslci
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddytls"
+	"github.com/caddyserver/certmagic"
+	"go.uber.org/zap"
+
+	"github.com/sslci/caddy-sslci/api"
+)
+
+func init() {
+	caddy.RegisterModule(new(Issuer))
+}
+
+// Issuer gets certificates from SSLCI (https://www.sslci.com). Each name is
+// verified by SSLCI before the certificate is made: by default over HTTP,
+// answered by Caddy's own HTTP server with nothing to configure; or by DNS
+// with a DNS provider module. A name verified less than 28 days ago is not
+// verified again, so a renewal usually costs a single API request.
+type Issuer struct {
+	// The SSLCI API token. REQUIRED. Placeholders such as
+	// {env.SSLCI_TOKEN} are replaced when the config is loaded.
+	Token string `json:"token,omitempty"`
+
+	// The SSLCI API URL. Default: https://www.sslci.com/api. Plain http is
+	// accepted only for loopback hosts (a local simulator), so the token
+	// never crosses a network in clear.
+	Endpoint string `json:"endpoint,omitempty"`
+
+	// How SSLCI verifies each name: "http" or "dns". Default: "dns" when a
+	// DNS provider is configured, "http" otherwise. Wildcard names need "dns".
+	Method string `json:"method,omitempty"`
+
+	// The DNS challenge configuration, exactly as the ACME issuer's:
+	// a provider module from the dns.providers namespace, plus TTL,
+	// propagation delay and timeout, resolvers and an override domain.
+	DNS *caddytls.DNSChallengeConfig `json:"dns,omitempty"`
+
+	// The host to bind to when this issuer must answer the HTTP check
+	// itself, which happens only when nothing listens on the HTTP port
+	// (otherwise Caddy's HTTP server answers it). Default: all interfaces.
+	ListenHost string `json:"listen_host,omitempty"`
+
+	// The port SSLCI's HTTP check arrives on, if port 80 is forwarded to
+	// another one. Default: Caddy's HTTP port.
+	AlternateHTTPPort int `json:"alternate_http_port,omitempty"`
+
+	// How long one API request may take. Default: 60s.
+	Timeout caddy.Duration `json:"timeout,omitempty"`
+
+	// How long to keep asking SSLCI to confirm a verification it reports as
+	// still in progress. Default: 5m.
+	VerificationTimeout caddy.Duration `json:"verification_timeout,omitempty"`
+
+	// Refuse certificates for a private key SSLCI generated. SSLCI's
+	// documented finalize makes a key itself; by default such a
+	// certificate is accepted and SSLCI's key is stored in place of the one
+	// Caddy generated. With this set, only a certificate for Caddy's own
+	// key (the CSR's) is accepted, and anything else is an error.
+	RequireCSRKey bool `json:"require_csr_key,omitempty"`
+
+	client  *api.Client
+	logger  *zap.Logger
+	account string // a non-secret id of the token, to keep accounts' records apart in storage
+	solver  solver
+
+	// acme answers the HTTP check inside Caddy: see GetACMEIssuer.
+	acme *caddytls.ACMEIssuer
+
+	mu      sync.Mutex
+	storage certmagic.Storage
+	// serverKeys holds private keys SSLCI generated, by the SHA-256 of the
+	// CSR they replace, until certmagic has stored the certificate.
+	serverKeys map[[32]byte][]byte
+}
+
+// CaddyModule returns the Caddy module information.
+func (*Issuer) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "tls.issuance.sslci",
+		New: func() caddy.Module { return new(Issuer) },
+	}
+}
+
+// Defaults.
+const (
+	defaultTimeout             = 60 * time.Second
+	defaultVerificationTimeout = 5 * time.Minute
+)
+
+// Provision sets up the issuer.
+func (iss *Issuer) Provision(ctx caddy.Context) error {
+	iss.logger = ctx.Logger()
+	iss.storage = ctx.Storage()
+	iss.serverKeys = make(map[[32]byte][]byte)
+	repl := caddy.NewReplacer()
+
+	token, err := repl.ReplaceOrErr(iss.Token, true, true)
+	if err != nil {
+		// Never echo the token: it may be the secret itself.
+		return fmt.Errorf("sslci: replacing placeholders in the token: %w", err)
+	}
+	iss.Token = strings.TrimSpace(token)
+	if iss.Token == "" {
+		return errors.New("sslci: the API token is empty (set `token`, e.g. to {env.SSLCI_TOKEN}, and check that the variable is set)")
+	}
+	if iss.Endpoint, err = repl.ReplaceOrErr(iss.Endpoint, true, true); err != nil {
+		return fmt.Errorf("sslci: replacing placeholders in the endpoint: %w", err)
+	}
+	if iss.Endpoint == "" {
+		iss.Endpoint = api.DefaultEndpoint
+	}
+	if iss.Method == "" {
+		iss.Method = api.MethodHTTP
+		if iss.DNS != nil {
+			iss.Method = api.MethodDNS
+		}
+	}
+	if err := iss.validate(); err != nil {
+		return err
+	}
+
+	iss.client, err = api.New(iss.Endpoint, iss.Token)
+	if err != nil {
+		return err
+	}
+	iss.client.HTTPClient.Timeout = time.Duration(iss.Timeout)
+	if iss.Timeout == 0 {
+		iss.client.HTTPClient.Timeout = defaultTimeout
+	}
+	iss.client.Logger = ctx.Slogger()
+	sum := sha256.Sum256([]byte("caddy-sslci account\x00" + iss.Token))
+	iss.account = hex.EncodeToString(sum[:8])
+
+	switch iss.Method {
+	case api.MethodHTTP:
+		iss.solver = &httpSolver{iss: iss}
+	case api.MethodDNS:
+		if iss.solver, err = loadDNSSolver(ctx, iss.DNS, iss.logger); err != nil {
+			return err
+		}
+	}
+
+	// The ACME issuer lends us Caddy's HTTP-challenge plumbing: Caddy's HTTP
+	// servers ask every issuer with GetACMEIssuer to answer a challenge
+	// request, and certmagic's answer looks the challenge up in storage under
+	// the key of every issuer of the policy, ours included. It never issues.
+	iss.acme = new(caddytls.ACMEIssuer)
+	if iss.AlternateHTTPPort != 0 {
+		iss.acme.Challenges = &caddytls.ChallengesConfig{HTTP: &caddytls.HTTPChallengeConfig{AlternatePort: iss.AlternateHTTPPort}}
+	}
+	return iss.acme.Provision(ctx)
+}
+
+// validate checks the config as far as it can be without loading anything.
+func (iss *Issuer) validate() error {
+	if err := api.CheckEndpoint(iss.Endpoint); err != nil {
+		return err
+	}
+	switch iss.Method {
+	case api.MethodHTTP:
+		if iss.DNS != nil {
+			return errors.New("sslci: method is http but a DNS challenge is configured; remove one of them")
+		}
+	case api.MethodDNS:
+		if iss.DNS == nil || len(iss.DNS.ProviderRaw) == 0 {
+			return errors.New("sslci: method dns needs a DNS provider (`dns <provider> ...`)")
+		}
+	default:
+		return fmt.Errorf("sslci: unknown method %q: want http or dns", iss.Method)
+	}
+	if iss.Timeout < 0 || iss.VerificationTimeout < 0 {
+		return errors.New("sslci: timeouts must not be negative")
+	}
+	if iss.AlternateHTTPPort < 0 || iss.AlternateHTTPPort > 65535 {
+		return fmt.Errorf("sslci: alternate_http_port %d is not a port", iss.AlternateHTTPPort)
+	}
+	return nil
+}
+
+// Validate reports config errors after provisioning.
+func (iss *Issuer) Validate() error { return iss.validate() }
+
+// SetConfig is called by Caddy with the certmagic config this issuer's
+// automation policy uses. We take its storage (so challenges and
+// verification records are shared by every Caddy on that storage), hand it
+// to the embedded ACME issuer that answers HTTP checks, and hook its events
+// to store SSLCI's private key when a certificate is for a key SSLCI made.
+func (iss *Issuer) SetConfig(cfg *certmagic.Config) {
+	iss.mu.Lock()
+	if cfg.Storage != nil {
+		iss.storage = cfg.Storage
+	}
+	iss.mu.Unlock()
+	if iss.acme != nil {
+		iss.acme.SetConfig(cfg)
+	}
+	next := cfg.OnEvent
+	cfg.OnEvent = func(ctx context.Context, event string, data map[string]any) error {
+		if event == "cert_obtained" {
+			iss.adoptServerKey(ctx, cfg.Storage, data)
+		}
+		if next != nil {
+			return next(ctx, event, data)
+		}
+		return nil
+	}
+}
+
+// GetACMEIssuer returns the embedded ACME issuer that answers SSLCI's HTTP
+// check inside Caddy's HTTP servers. It is never used to issue.
+func (iss *Issuer) GetACMEIssuer() *caddytls.ACMEIssuer { return iss.acme }
+
+// IssuerKey is distinct per endpoint, so certificates from the simulator
+// and from production never overwrite each other in storage.
+func (iss *Issuer) IssuerKey() string {
+	u, err := url.Parse(iss.Endpoint)
+	if err != nil || iss.Endpoint == "" {
+		return "sslci"
+	}
+	return "sslci-" + strings.Trim(strings.NewReplacer(":", "-", "/", "-").Replace(u.Host+u.Path), "-")
+}
+
+func (iss *Issuer) getStorage() certmagic.Storage {
+	iss.mu.Lock()
+	defer iss.mu.Unlock()
+	return iss.storage
+}
+
+// Interface guards
+var (
+	_ caddy.Module          = (*Issuer)(nil)
+	_ caddy.Provisioner     = (*Issuer)(nil)
+	_ caddy.Validator       = (*Issuer)(nil)
+	_ certmagic.Issuer      = (*Issuer)(nil)
+	_ certmagic.PreChecker  = (*Issuer)(nil)
+	_ caddytls.ConfigSetter = (*Issuer)(nil)
+)
