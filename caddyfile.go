@@ -28,6 +28,9 @@ import (
 //	    override_domain      <domain>
 //	}
 //
+// The DNS subdirectives are the ACME issuer's (dns_challenge_override_domain
+// is accepted for override_domain), so a block moves from one to the other.
+//
 // It is used as `issuer sslci ...` in a site's tls directive and as
 // `cert_issuer sslci ...` in the global options. The token is usually a
 // placeholder such as {env.SSLCI_TOKEN}.
@@ -130,7 +133,7 @@ func (iss *Issuer) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err := parseDuration(d, &iss.dnsConfig().TTL); err != nil {
 				return err
 			}
-		case "override_domain":
+		case "override_domain", "dns_challenge_override_domain": // the ACME issuer's name too, so its block moves unchanged
 			if !d.AllArgs(&iss.dnsConfig().OverrideDomain) {
 				return d.ArgErr()
 			}

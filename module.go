@@ -87,7 +87,7 @@ type Issuer struct {
 	storage certmagic.Storage
 	// serverKeys holds private keys SSLCI generated, by the SHA-256 of the
 	// CSR they replace, until certmagic has stored the certificate.
-	serverKeys map[[32]byte][]byte
+	serverKeys map[[32]byte]heldKey
 }
 
 // CaddyModule returns the Caddy module information.
@@ -108,7 +108,7 @@ const (
 func (iss *Issuer) Provision(ctx caddy.Context) error {
 	iss.logger = ctx.Logger()
 	iss.storage = ctx.Storage()
-	iss.serverKeys = make(map[[32]byte][]byte)
+	iss.serverKeys = make(map[[32]byte]heldKey)
 	repl := caddy.NewReplacer()
 
 	token, err := repl.ReplaceOrErr(iss.Token, true, true)
