@@ -46,13 +46,13 @@ func TestMain(m *testing.M) {
 // Caddy, all on loopback. Caddy is a process-wide singleton, so tests that
 // start it do not run in parallel.
 type testEnv struct {
-	t                              *testing.T
+	t                              testing.TB
 	sim                            *sslcitest.Server
 	httpPort, httpsPort, adminPort int
 	storageDir                     string
 }
 
-func newEnv(t *testing.T, opts sslcitest.Options) *testEnv {
+func newEnv(t testing.TB, opts sslcitest.Options) *testEnv {
 	t.Helper()
 	e := &testEnv{t: t, httpPort: freePort(t), httpsPort: freePort(t), adminPort: freePort(t), storageDir: t.TempDir()}
 	opts.HTTPChallengeAddr = fmt.Sprintf("127.0.0.1:%d", e.httpPort)
@@ -66,7 +66,7 @@ func newEnv(t *testing.T, opts sslcitest.Options) *testEnv {
 	return e
 }
 
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -102,7 +102,7 @@ func (e *testEnv) issuerBlock(extra string) string {
 }
 
 // adapt turns a Caddyfile into JSON.
-func adapt(t *testing.T, caddyfile string) []byte {
+func adapt(t testing.TB, caddyfile string) []byte {
 	t.Helper()
 	cfg, warnings, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(caddyfile), nil)
 	if err != nil {

@@ -58,7 +58,7 @@ func (e *testEnv) startIssuer(fields map[string]any) *sslci.Issuer {
 	return app.(*caddytls.TLS).Automation.Policies[0].Issuers[0].(*sslci.Issuer)
 }
 
-func newCSR(t *testing.T, names ...string) (*x509.CertificateRequest, crypto.Signer) {
+func newCSR(t testing.TB, names ...string) (*x509.CertificateRequest, crypto.Signer) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {

@@ -1,0 +1,56 @@
+package sslci_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/sslci/caddy-sslci/sslcitest"
+)
+
+// BenchmarkIssue measures one issuance through the issuer against the
+// in-process simulator over loopback HTTP, and counts the API requests it
+// costs. "fresh" verifies every name each time (SSLCI's and our records of
+// past verifications are wiped); "reuse" is a renewal inside the 29-day
+// window. Time and allocations include the simulator's own work (its key
+// and certificate generation), which runs in the same process.
+func BenchmarkIssue(b *testing.B) {
+	for _, bc := range []struct {
+		names int
+		reuse bool
+	}{{1, false}, {3, false}, {3, true}} {
+		mode := "fresh"
+		if bc.reuse {
+			mode = "reuse"
+		}
+		b.Run(fmt.Sprintf("names=%d/%s", bc.names, mode), func(b *testing.B) {
+			e := newEnv(b, sslcitest.Options{SignCSR: true})
+			iss := e.startIssuer(nil)
+			var names []string
+			for i := range bc.names {
+				names = append(names, fmt.Sprintf("n%d.bench.test", i))
+			}
+			csr, _ := newCSR(b, names...)
+			ctx := context.Background()
+			if _, err := iss.Issue(ctx, csr); err != nil {
+				b.Fatal(err)
+			}
+			e.sim.ResetRequests()
+			b.ReportAllocs()
+			for b.Loop() {
+				if !bc.reuse {
+					e.sim.ExpireVerifications()
+					if err := os.RemoveAll(filepath.Join(e.storageDir, "sslci")); err != nil {
+						b.Fatal(err)
+					}
+				}
+				if _, err := iss.Issue(ctx, csr); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(len(e.sim.Requests()))/float64(b.N), "api-requests/op")
+		})
+	}
+}
