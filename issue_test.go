@@ -325,3 +325,48 @@ func TestPreCheckRefusesBeforeAnyRequest(t *testing.T) {
 		t.Errorf("refused names cost %d API requests", n)
 	}
 }
+
+// A config that cannot work is refused when Caddy loads it, with an error
+// that names the problem and never the token.
+func TestConfigErrors(t *testing.T) {
+	e := newEnv(t, sslcitest.Options{})
+	cases := []struct {
+		fields map[string]any
+		want   string
+	}{
+		{map[string]any{"token": ""}, "token is empty"},
+		{map[string]any{"token": "{env.SSLCI_TEST_UNSET_VARIABLE}"}, "placeholder"},
+		{map[string]any{"token": "secret{weird}token"}, "placeholder"},
+		{map[string]any{"endpoint": "http://www.sslci.com/api"}, "plain http is allowed only for loopback"},
+		{map[string]any{"endpoint": "https://www.sslci.com/api?token=x"}, "must not contain"},
+		{map[string]any{"method": "email"}, `unknown method "email"`},
+		{map[string]any{"method": "dns"}, "needs a DNS provider"},
+		{map[string]any{"method": "http", "dns": map[string]any{"provider": map[string]any{"name": "testdns", "server": "127.0.0.1:1"}}}, "method is http but a DNS challenge"},
+		{map[string]any{"dns": map[string]any{"provider": map[string]any{"name": "nosuch"}}}, "dns.providers.nosuch"},
+		{map[string]any{"timeout": "-1s"}, "must not be negative"},
+	}
+	for _, tc := range cases {
+		issuer := map[string]any{"module": "sslci", "token": "{env.SSLCI_TEST_TOKEN}", "endpoint": e.sim.URL()}
+		for k, v := range tc.fields {
+			issuer[k] = v
+		}
+		cfg, _ := json.Marshal(map[string]any{
+			"admin": map[string]any{"disabled": true, "config": map[string]any{"persist": false}},
+			"apps": map[string]any{"tls": map[string]any{"automation": map[string]any{
+				"policies": []any{map[string]any{"issuers": []any{issuer}}},
+			}}},
+		})
+		err := caddy.Load(cfg, true)
+		if err == nil {
+			caddy.Stop()
+			t.Errorf("config %v loaded", tc.fields)
+			continue
+		}
+		if !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("config %v: error %q does not say %q", tc.fields, err, tc.want)
+		}
+		if strings.Contains(err.Error(), "weird") || strings.Contains(err.Error(), e.sim.Token()) {
+			t.Errorf("config %v: error %q contains the token", tc.fields, err)
+		}
+	}
+}

@@ -206,6 +206,9 @@ func (r *issuance) verify(ctx context.Context, name string) error {
 	r.mu.Lock()
 	r.orders[name] = v.OrderID
 	r.mu.Unlock()
+	if !strings.EqualFold(strings.TrimSuffix(v.Domain, "."), name) {
+		return fmt.Errorf("sslci: %s: SSLCI answered with a verification for %q (order %d)", name, v.Domain, v.OrderID)
+	}
 
 	cleanUp, err := iss.solver.present(ctx, v)
 	if err != nil {

@@ -111,14 +111,13 @@ func (iss *Issuer) Provision(ctx caddy.Context) error {
 	iss.serverKeys = make(map[[32]byte]heldKey)
 	repl := caddy.NewReplacer()
 
+	// The replacer's errors quote what they could not replace, which may be
+	// part of the token itself: say what is wrong without them.
 	token, err := repl.ReplaceOrErr(iss.Token, true, true)
-	if err != nil {
-		// Never echo the token: it may be the secret itself.
-		return fmt.Errorf("sslci: replacing placeholders in the token: %w", err)
-	}
 	iss.Token = strings.TrimSpace(token)
-	if iss.Token == "" {
-		return errors.New("sslci: the API token is empty (set `token`, e.g. to {env.SSLCI_TOKEN}, and check that the variable is set)")
+	if err != nil || iss.Token == "" {
+		return errors.New("sslci: the API token is empty, or names an unknown or empty placeholder " +
+			"(set `token`, e.g. to {env.SSLCI_TOKEN}, and check that the variable is set)")
 	}
 	if iss.Endpoint, err = repl.ReplaceOrErr(iss.Endpoint, true, true); err != nil {
 		return fmt.Errorf("sslci: replacing placeholders in the endpoint: %w", err)
