@@ -16,7 +16,7 @@ import (
 
 // newDNSEnv is a testEnv whose simulator checks TXT records with real DNS
 // queries to a loopback authoritative server for zone.
-func newDNSEnv(t *testing.T, zone string) (*testEnv, *testdns.Server) {
+func newDNSEnv(t testing.TB, zone string) (*testEnv, *testdns.Server) {
 	t.Helper()
 	dnsSrv, err := testdns.Start(zone)
 	if err != nil {
