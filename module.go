@@ -139,9 +139,9 @@ func (iss *Issuer) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return err
 	}
-	iss.client.HTTPClient.Timeout = time.Duration(iss.Timeout)
-	if iss.Timeout == 0 {
-		iss.client.HTTPClient.Timeout = defaultTimeout
+	iss.client.HTTPClient.Timeout = defaultTimeout
+	if iss.Timeout != 0 {
+		iss.client.HTTPClient.Timeout = time.Duration(iss.Timeout)
 	}
 	iss.client.Logger = ctx.Slogger()
 	sum := sha256.Sum256([]byte("caddy-sslci account\x00" + iss.Token))
