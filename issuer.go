@@ -100,26 +100,25 @@ func (iss *Issuer) Issue(ctx context.Context, csr *x509.CertificateRequest) (*ce
 	if err != nil {
 		return nil, fmt.Errorf("sslci: the certificate SSLCI returned for %s was refused: %w", strings.Join(names, ", "), err)
 	}
+	keySource := "csr"
 	if checked.serverKey != nil {
 		if iss.RequireCSRKey {
 			return nil, fmt.Errorf("sslci: SSLCI returned a certificate for %s for a private key it generated itself, and require_csr_key is set; "+
 				"the certificate was not used (SSLCI did not sign Caddy's CSR)", strings.Join(names, ", "))
 		}
 		iss.holdServerKey(sha256.Sum256(csr.Raw), checked.serverKey)
-	}
-
-	keySource := "csr"
-	if checked.serverKey != nil {
 		keySource = "sslci"
 	}
+
+	orders := run.orderMap()
 	iss.logger.Info("certificate issued by SSLCI",
 		zap.Strings("names", names), zap.String("key", keySource), zap.Time("not_after", checked.leaf.NotAfter),
-		zap.Int64s("verification_orders", run.orderIDs()))
+		zap.Any("verification_orders", orders))
 	return &certmagic.IssuedCertificate{
 		Certificate: checked.chainPEM,
 		Metadata: metadata{
 			Endpoint:      iss.Endpoint,
-			OrderIDs:      run.orderMap(),
+			OrderIDs:      orders,
 			CertificateID: cert.ID,
 			KeySource:     keySource,
 			Details:       cert.Details,
@@ -285,17 +284,6 @@ func (r *issuance) orderMap() map[string]int64 {
 		return nil
 	}
 	return maps.Clone(r.orders)
-}
-
-func (r *issuance) orderIDs() []int64 {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	ids := make([]int64, 0, len(r.orders))
-	for _, id := range r.orders {
-		ids = append(ids, id)
-	}
-	slices.Sort(ids)
-	return ids
 }
 
 // verificationRecord is kept in storage for each name SSLCI confirmed, so
