@@ -19,7 +19,7 @@ func TestLenientDecoding(t *testing.T) {
 		`{"status":1,"order_id":42.0,"verification":{"token":"tok","content":"tok.th","file_path":"/.well-known/acme-challenge/tok"}}`,
 	} {
 		var w verificationWire
-		if _, err := c.decode("request verification", 200, "application/json", []byte(body), &w); err != nil {
+		if _, err := c.decode(OpRequest, 200, "application/json", []byte(body), &w); err != nil {
 			t.Fatalf("%s: %v", body, err)
 		}
 		v, err := c.verificationFrom(&w, "a.test", MethodHTTP)
@@ -39,7 +39,7 @@ func TestLenientDecoding(t *testing.T) {
 		`{"status":true,"order_id":1,"verification":{"method":"dns","content":"v"}}`:                                   "_acme-challenge.a.test",
 	} {
 		var w verificationWire
-		if _, err := c.decode("request verification", 200, "", []byte(body), &w); err != nil {
+		if _, err := c.decode(OpRequest, 200, "", []byte(body), &w); err != nil {
 			t.Fatal(err)
 		}
 		v, err := c.verificationFrom(&w, "*.a.test", MethodDNS)
@@ -54,7 +54,7 @@ func TestLenientDecoding(t *testing.T) {
 	// "domains" as one name, a comma-separated list or an array.
 	var lw listWire
 	body := `{"status":true,"certificates":[{"crt_id":1,"domains":"a.test","add_time":1,"end_time":2},{"crt_id":"2","domains":"a.test, b.test","add_time":1,"end_time":2},{"crt_id":3,"domains":["a.test","b.test"]}],"pending_orders":[{"order_id":5,"domains":"c.test","status":"pending"}]}`
-	if _, err := c.decode("list", 200, "", []byte(body), &lw); err != nil {
+	if _, err := c.decode(OpList, 200, "", []byte(body), &lw); err != nil {
 		t.Fatal(err)
 	}
 	l := listFrom(&lw)
@@ -79,7 +79,7 @@ func TestRequiredFields(t *testing.T) {
 	}
 	for body, field := range cases {
 		var w verificationWire
-		_, derr := c.decode("request verification", 200, "", []byte(body), &w)
+		_, derr := c.decode(OpRequest, 200, "", []byte(body), &w)
 		var err error = derr
 		if derr == nil {
 			_, err = c.verificationFrom(&w, "a.test", MethodHTTP)
@@ -95,10 +95,10 @@ func TestRequiredFields(t *testing.T) {
 		`{"status":true,"crt":"-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----","key":"junk"}`: "key",
 	} {
 		var w finalizeWire
-		if _, err := c.decode("finalize", 200, "", []byte(body), &w); err != nil {
+		if _, err := c.decode(OpFinalize, 200, "", []byte(body), &w); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := c.certificateFrom(&w); !errors.Is(err, ErrMalformed) || !strings.Contains(err.Error(), "field "+field) {
+		if _, err := certificateFrom(&w); !errors.Is(err, ErrMalformed) || !strings.Contains(err.Error(), "field "+field) {
 			t.Errorf("%s: err = %v, want malformed naming %s", body, err, field)
 		}
 	}
@@ -143,21 +143,21 @@ func FuzzDecode(f *testing.F) {
 			}
 		}
 		var vw verificationWire
-		if _, err := c.decode("request verification", status, "text/html", body, &vw); err != nil {
+		if _, err := c.decode(OpRequest, status, "text/html", body, &vw); err != nil {
 			check(err)
 		} else {
 			_, err := c.verificationFrom(&vw, "a.test", MethodDNS)
 			check(err)
 		}
 		var fw finalizeWire
-		if _, err := c.decode("finalize", status, "", body, &fw); err != nil {
+		if _, err := c.decode(OpFinalize, status, "", body, &fw); err != nil {
 			check(err)
 		} else {
-			_, err := c.certificateFrom(&fw)
+			_, err := certificateFrom(&fw)
 			check(err)
 		}
 		var lw listWire
-		if _, err := c.decode("list", status, "", body, &lw); err != nil {
+		if _, err := c.decode(OpList, status, "", body, &lw); err != nil {
 			check(err)
 		} else {
 			listFrom(&lw)
