@@ -41,9 +41,12 @@ func (c *Client) do(ctx context.Context, op Op, method string, body, out any) (e
 	if policy.MaxAttempts < 1 {
 		policy.MaxAttempts = 1
 	}
+	var last *Error
 	for attempt := 1; ; attempt++ {
 		if err := c.acquire(ctx, op); err != nil {
-			err.Attempts = attempt - 1
+			if last != nil {
+				return envelope{}, last // what the server said matters more
+			}
 			return envelope{}, err
 		}
 		env, written, err := c.attempt(ctx, op, method, payload, out)
@@ -51,10 +54,7 @@ func (c *Client) do(ctx context.Context, op Op, method string, body, out any) (e
 		if err == nil {
 			return env, nil
 		}
-		err.Attempts = attempt
-		if err.StatusCode == http.StatusTooManyRequests || err.StatusCode == http.StatusServiceUnavailable {
-			c.slowDown(ctx, op, err)
-		}
+		err.Attempts, last = attempt, err
 		if !retryable(err, idempotent, written) || attempt >= policy.MaxAttempts || ctx.Err() != nil {
 			return env, err
 		}
@@ -68,7 +68,10 @@ func (c *Client) do(ctx context.Context, op Op, method string, body, out any) (e
 		if deadline, ok := ctx.Deadline(); ok && time.Until(deadline) < wait {
 			return env, err
 		}
-		c.log(ctx, "sslci API request failed; retrying", op, wait, err)
+		if c.Logger != nil {
+			c.Logger.LogAttrs(ctx, slog.LevelWarn, "sslci API request failed; retrying",
+				slog.String("op", string(op)), slog.Int("attempt", attempt), slog.Duration("wait", wait), slog.String("error", err.Error()))
+		}
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
@@ -76,13 +79,6 @@ func (c *Client) do(ctx context.Context, op Op, method string, body, out any) (e
 			return env, err
 		case <-t.C:
 		}
-	}
-}
-
-func (c *Client) log(ctx context.Context, msg string, op Op, wait time.Duration, err *Error) {
-	if c.Logger != nil {
-		c.Logger.LogAttrs(ctx, slog.LevelWarn, msg,
-			slog.String("op", string(op)), slog.Int("attempt", err.Attempts), slog.Duration("wait", wait), slog.String("error", err.Error()))
 	}
 }
 
@@ -160,8 +156,8 @@ func (c *Client) release() {
 
 // slowDown holds every request of the client until d from now: the server
 // said so with a 429 or 503, and it speaks for all of them.
-func (c *Client) slowDown(ctx context.Context, op Op, err *Error) {
-	d := min(err.RetryAfter, c.Retry.MaxRetryAfter)
+func (c *Client) slowDown(ctx context.Context, op Op, retryAfter time.Duration) {
+	d := min(retryAfter, c.Retry.MaxRetryAfter)
 	if d <= 0 {
 		return
 	}
@@ -172,8 +168,9 @@ func (c *Client) slowDown(ctx context.Context, op Op, err *Error) {
 		c.notBefore = until
 	}
 	c.mu.Unlock()
-	if later {
-		c.log(ctx, "SSLCI asked to slow down; holding every request", op, d, err)
+	if later && c.Logger != nil {
+		c.Logger.LogAttrs(ctx, slog.LevelWarn, "SSLCI asked to slow down; holding every request of this client",
+			slog.String("op", string(op)), slog.Duration("wait", d))
 	}
 }
 
@@ -183,6 +180,9 @@ func (c *Client) slowDown(ctx context.Context, op Op, err *Error) {
 func (c *Client) attempt(ctx context.Context, op Op, method string, payload []byte, out any) (envelope, bool, *Error) {
 	start := time.Now()
 	env, status, written, err := c.send(ctx, op, method, payload, out)
+	if err != nil && (status == http.StatusTooManyRequests || status == http.StatusServiceUnavailable) {
+		c.slowDown(ctx, op, err.RetryAfter)
+	}
 	if c.Observe != nil {
 		var e error
 		if err != nil {
