@@ -115,6 +115,30 @@ func TestSanitize(t *testing.T) {
 	}
 }
 
+// FuzzSanitize: whatever the server sends, an excerpt is short and never
+// holds the token or a PEM block.
+func FuzzSanitize(f *testing.F) {
+	for _, seed := range []string{
+		"<html><body>-----BEGIN PRIVATE KEY-----\nMIG\n-----END PRIVATE KEY-----</body></html>",
+		"BE<b>GIN</b> PRIVATE<!-- -->KEY &#66;EGIN secret-&#116;oken-0123456789",
+		"<style>x</style><script>BEGIN</script>< a <b",
+		"secret-token-" + testSecret + "-0123456789",
+	} {
+		f.Add(seed, "text/html")
+	}
+	f.Fuzz(func(t *testing.T, body, ctype string) {
+		out := excerpt(ctype, []byte(body), testSecret)
+		for _, banned := range []string{testSecret, "BEGIN", "PRIVATE KEY"} {
+			if strings.Contains(out, banned) {
+				t.Fatalf("excerpt %q carries %q", out, banned)
+			}
+		}
+		if s := sanitize(body, testSecret); len(s) > maxExcerpt+len("…") {
+			t.Fatalf("sanitize gave %d bytes", len(s))
+		}
+	})
+}
+
 // FuzzDecode feeds arbitrary bodies and statuses to every operation's
 // decoding: it must never panic, and an error must never carry the token,
 // even when the body does.
@@ -130,6 +154,8 @@ func FuzzDecode(f *testing.F) {
 		`<html><body>502 ` + testSecret + `</body></html>`,
 		`{"status": true, "order_id": `,
 		`{"status":false,"message":"secret-<b>token-0123456789</b>"}`,
+		`{"status":true,"key":"-----BEGIN PRIVATE KEY-----\nMIGHAgEA`,
+		`{"status":false,"message":"bad key -----BEGIN PRIVATE KEY-----\nMIG\n-----END PRIVATE KEY-----"}`,
 		``,
 	} {
 		f.Add(200, []byte(seed))
@@ -138,8 +164,13 @@ func FuzzDecode(f *testing.F) {
 	f.Fuzz(func(t *testing.T, status int, body []byte) {
 		c := &Client{token: testSecret}
 		check := func(err error) {
-			if err != nil && strings.Contains(err.Error(), testSecret) {
-				t.Fatalf("error carries the token: %v", err)
+			if err == nil {
+				return
+			}
+			for _, banned := range []string{testSecret, "BEGIN", "PRIVATE KEY"} {
+				if strings.Contains(err.Error(), banned) {
+					t.Fatalf("error carries %q: %v", banned, err)
+				}
 			}
 		}
 		var vw verificationWire

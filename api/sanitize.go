@@ -122,7 +122,7 @@ func stripTags(s string) string {
 			b.WriteByte(' ')
 		}
 		s = rest[j+1:]
-		if name == "script" || name == "style" {
+		if (name == "script" || name == "style") && rest[0] != '/' {
 			s = s[indexClosing(s, name):]
 		}
 	}
