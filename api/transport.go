@@ -229,7 +229,7 @@ func (c *Client) send(ctx context.Context, op Op, method string, payload []byte,
 	status = resp.StatusCode
 	retryAfter = parseRetryAfter(resp.Header.Get("Retry-After"))
 	if status >= 300 && status < 400 {
-		return fail(ErrRedirect, redirectTarget(req, resp.Header.Get("Location"), c.token), nil)
+		return fail(kindForStatus(status), redirectTarget(req, resp.Header.Get("Location"), c.token), nil)
 	}
 
 	limit := c.MaxResponseBytes
