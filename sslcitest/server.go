@@ -73,6 +73,8 @@ func NewServer(opts Options) (*Server, error) {
 		s.lookupTXT = resolverFor(o.DNSServer).LookupTXT
 	}
 
+	// Go listens with the kernel's backlog (net.core.somaxconn, 4096 on
+	// current Linux): 1000 clients connecting at once need nothing more.
 	ln, err := net.Listen("tcp", o.Addr)
 	if err != nil {
 		return nil, err
