@@ -174,7 +174,7 @@ func CheckEndpoint(endpoint string) error {
 		extra = append(extra, "a fragment")
 	}
 	if len(extra) > 0 {
-		return fmt.Errorf("sslci: endpoint %q: the URL has %s (not shown); remove it: the token goes in the Authorization header, never in the URL",
+		return fmt.Errorf("sslci: endpoint %q: the URL has %s (not shown); it must not contain credentials, a query or a fragment: the token goes in the Authorization header, never in the URL",
 			shown, strings.Join(extra, " and "))
 	}
 	switch u.Scheme {

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/sslci/caddy-sslci/api"
+	"github.com/sslci/caddy-sslci/sslcitest"
 )
 
 const listBody = `{"status":true,"certificates":[{"crt_id":1,"domains":"a.example.test","add_time":1715000000,"end_time":1722776000}],"pending_orders":[]}`
@@ -291,4 +292,28 @@ func BenchmarkRequestVerificationParallel(b *testing.B) {
 			}
 		}
 	})
+}
+
+// The simulator's TLS mode, trusted through SetRootCAs alone: the whole
+// documented flow over https with the client's own transport.
+func TestSimulatorOverTLSWithRootCAs(t *testing.T) {
+	cs := startChallengeServer(t)
+	sim, err := sslcitest.NewServer(sslcitest.Options{TLS: true, HTTPChallengeAddr: cs.addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sim.Close()
+	c, err := api.New(sim.URL(), sim.Token())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.SetRootCAs(sim.RootPool()); err != nil {
+		t.Fatal(err)
+	}
+	verify(t, c, cs, "tls.example.test")
+	cert, err := c.Finalize(context.Background(), []string{"tls.example.test"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkChain(t, sim, cert, []string{"tls.example.test"})
 }
