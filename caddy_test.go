@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	sslci "github.com/sslci/caddy-sslci"
 	"github.com/sslci/caddy-sslci/sslcitest"
 )
 
@@ -43,12 +44,7 @@ site.test {
 	if !e.storedKeyMatches("site.test", leaf) {
 		t.Error("the private key in storage is not the served certificate's")
 	}
-	if left := e.sim.PendingOrders(e.sim.Token()); len(left) != 0 {
-		t.Errorf("orders left pending: %+v", left)
-	}
-	if files := e.storageFiles("acme"); len(files) != 0 {
-		t.Errorf("challenge data left in storage: %v", files)
-	}
+	e.checkNothingLeft(t)
 }
 
 // With a simulator that signs the client's CSR, the served certificate is
@@ -131,20 +127,6 @@ func TestJSONThroughAdminAPIAndReload(t *testing.T) {
 	e.wantCounts(map[sslcitest.Op]int{sslcitest.OpRequest: 1, sslcitest.OpConfirm: 1, sslcitest.OpFinalize: 1})
 }
 
-func (e *testEnv) postLoad(cfg []byte) {
-	e.t.Helper()
-	resp, err := http.Post(fmt.Sprintf("http://127.0.0.1:%d/load", e.adminPort), "application/json", bytes.NewReader(cfg))
-	if err != nil {
-		e.t.Fatalf("POST /load: %v", err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		var buf bytes.Buffer
-		buf.ReadFrom(resp.Body)
-		e.t.Fatalf("POST /load: %s: %s", resp.Status, buf.String())
-	}
-}
-
 // Caddy renews short-lived certificates by itself. Inside SSLCI's 29-day
 // verification window each renewal costs exactly one API request, the
 // finalize, and the renewed certificate is served (with its new key, again
@@ -193,7 +175,7 @@ renew.test {
 // API request.
 func TestOnDemand(t *testing.T) {
 	e := newEnv(t, sslcitest.Options{})
-	askPort := freePort(t)
+	askPort := sslci.FreePort(t)
 	ask := &http.Server{Addr: fmt.Sprintf("127.0.0.1:%d", askPort), Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Query().Get("domain") != "ondemand.test" {
 			http.Error(w, "no", http.StatusForbidden)
