@@ -2,10 +2,11 @@ package testdns
 
 import (
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/sslci/caddy-sslci/internal/dnstxt"
 )
 
 // record is a stored TXT record.
@@ -119,28 +120,9 @@ func (rec record) rr() *dns.TXT {
 	txt := &dns.TXT{Hdr: header(rec.name, dns.TypeTXT, uint32(rec.ttl/time.Second))}
 	v := rec.value
 	for len(v) > 255 {
-		txt.Txt = append(txt.Txt, escape(v[:255]))
+		txt.Txt = append(txt.Txt, dnstxt.Escape(v[:255]))
 		v = v[255:]
 	}
-	txt.Txt = append(txt.Txt, escape(v))
+	txt.Txt = append(txt.Txt, dnstxt.Escape(v))
 	return txt
-}
-
-// escape puts raw bytes in the presentation form miekg/dns keeps TXT strings
-// in (quotes and backslashes escaped, unprintable bytes as \DDD), which it
-// decodes again when packing.
-func escape(s string) string {
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		switch c := s[i]; {
-		case c == '"' || c == '\\':
-			b.WriteByte('\\')
-			b.WriteByte(c)
-		case c < ' ' || c > '~':
-			fmt.Fprintf(&b, "\\%03d", c)
-		default:
-			b.WriteByte(c)
-		}
-	}
-	return b.String()
 }
