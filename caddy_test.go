@@ -20,14 +20,7 @@ import (
 // place of Caddy's, or the handshake could not succeed.
 func TestCaddyfileSiteObtainsCertificate(t *testing.T) {
 	e := newEnv(t, sslcitest.Options{})
-	e.startCaddy(adapt(t, e.globalOptions("")+fmt.Sprintf(`
-site.test {
-	tls {
-		%s
-	}
-	respond "hello from {host}"
-}
-`, e.issuerBlock(""))))
+	e.startCaddy(e.siteConfig("", "site.test", ""))
 
 	leaf := e.waitForCertificate("site.test", nil, time.Minute)
 	if got := strings.Join(leaf.DNSNames, ","); got != "site.test" {
@@ -51,14 +44,7 @@ site.test {
 // for the key Caddy generated, and the issuer says so in the metadata.
 func TestCaddyfileSiteCSRHonoured(t *testing.T) {
 	e := newEnv(t, sslcitest.Options{SignCSR: true})
-	e.startCaddy(adapt(t, e.globalOptions("")+fmt.Sprintf(`
-csr.test {
-	tls {
-		%s
-	}
-	respond "ok"
-}
-`, e.issuerBlock("require_csr_key"))))
+	e.startCaddy(e.siteConfig("", "csr.test", "require_csr_key"))
 	leaf := e.waitForCertificate("csr.test", nil, time.Minute)
 	if meta := e.storedMetadata("csr.test"); meta["key_source"] != "csr" {
 		t.Errorf("metadata key_source = %v, want csr", meta["key_source"])
@@ -139,14 +125,7 @@ func TestRenewalCostsOneRequest(t *testing.T) {
 	// all. With a renewal window ratio of 0.28 Caddy renews about 5s after
 	// each issuance; it looks every second.
 	e := newEnv(t, sslcitest.Options{Validity: 30 * time.Second})
-	cfg := adapt(t, e.globalOptions("renew_interval 1s")+fmt.Sprintf(`
-renew.test {
-	tls {
-		%s
-	}
-	respond "ok"
-}
-`, e.issuerBlock("")))
+	cfg := e.siteConfig("renew_interval 1s", "renew.test", "")
 	cfg = bytes.Replace(cfg, []byte(`"issuers"`), []byte(`"renewal_window_ratio":0.28,"issuers"`), 1)
 	e.startCaddy(cfg)
 

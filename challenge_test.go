@@ -17,14 +17,7 @@ func TestChallengeAnsweredOnlyAsAsked(t *testing.T) {
 	t.Run("by Caddy's HTTP server", func(t *testing.T) {
 		e := newEnv(t, sslcitest.Options{})
 		e.sim.InjectFault(sslcitest.OpConfirm, sslcitest.FaultPending, 1000)
-		e.startCaddy(adapt(t, e.globalOptions("")+fmt.Sprintf(`
-chal.test {
-	tls {
-		%s
-	}
-	respond "site"
-}
-`, e.issuerBlock("verification_timeout 1m"))))
+		e.startCaddy(e.siteConfig("", "chal.test", "verification_timeout 1m"))
 		e.probeChallenge("chal.test")
 		e.sim.InjectFault(sslcitest.OpAny, sslcitest.FaultNone, 0)
 		e.waitForCertificate("chal.test", nil, time.Minute)

@@ -116,6 +116,21 @@ func (e *testEnv) issuerBlock(extra string) string {
 	return fmt.Sprintf("issuer sslci {env.SSLCI_TEST_TOKEN} {\n\t\t\tendpoint %s%s\n\t\t}", e.sim.URL(), extra)
 }
 
+// siteConfig is the JSON of a Caddyfile with the global options plus extra,
+// and one site, answering "hello from {host}", whose certificate comes from
+// the simulator through an issuer block with issuerExtra.
+func (e *testEnv) siteConfig(globalExtra, site, issuerExtra string) []byte {
+	e.t.Helper()
+	return adapt(e.t, e.globalOptions(globalExtra)+fmt.Sprintf(`
+%s {
+	tls {
+		%s
+	}
+	respond "hello from {host}"
+}
+`, site, e.issuerBlock(issuerExtra)))
+}
+
 // adapt turns a Caddyfile into JSON.
 func adapt(t testing.TB, caddyfile string) []byte {
 	t.Helper()
