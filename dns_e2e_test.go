@@ -96,6 +96,9 @@ func TestDNSPropagation(t *testing.T) {
 	if err == nil {
 		t.Fatal("Issue succeeded with a record that never appears")
 	}
+	if want := "sslci: never.late.test: putting the dns challenge in place (order "; !strings.HasPrefix(err.Error(), want) || strings.Count(err.Error(), "never.late.test:") != 1 {
+		t.Errorf("error %q does not start %q, naming the identifier once", err, want)
+	}
 	for _, want := range []string{"never.late.test", "_acme-challenge.never.late.test"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not name %s", err, want)

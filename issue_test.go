@@ -138,6 +138,9 @@ func TestIssueFailures(t *testing.T) {
 			if tc.wantIs != nil && !errors.Is(err, tc.wantIs) {
 				t.Errorf("error %q is not %v", err, tc.wantIs)
 			}
+			if !strings.HasPrefix(err.Error(), "sslci: ") || strings.Count(err.Error(), "sslci: ") != 1 {
+				t.Errorf("error %q does not start with sslci: exactly once", err)
+			}
 			if strings.Contains(err.Error(), token) {
 				t.Error("the error contains the token")
 			}
