@@ -101,12 +101,15 @@ func TestTryItWithTheSimulator(t *testing.T) {
 	}
 	const want = "Hello from demo.sslci.test, certificate by the SSLCI simulator"
 	var body string
-	waitFor(t, 5*time.Minute, "Caddy to serve a verified certificate", caddy, func() bool {
+	waitFor(t, 8*time.Minute, "Caddy to serve a verified certificate", caddy, func() bool {
 		body, err = getVia(target, resolve, pool)
 		return err == nil
 	})
 	if body != want {
 		t.Errorf("GET %s = %q, want %q", target, body, want)
+	}
+	if !strings.Contains(caddy.out.String(), "certificate obtained successfully") {
+		t.Errorf("Caddy did not log what the README says to wait for:\n%s", caddy.out.String())
 	}
 	if _, err := exec.LookPath("curl"); err == nil {
 		curl := exec.Command("sh", "-c", curlCmd)
