@@ -46,20 +46,10 @@ func (s *httpSolver) present(ctx context.Context, v *api.Verification) (func(), 
 	if v.FilePath != challengeBasePath+v.Token || v.Token == "" {
 		return nil, fmt.Errorf("SSLCI asked for the file %q; only %s<token> can be answered", v.FilePath, challengeBasePath)
 	}
-	chal := acme.Challenge{
-		Type:             acme.ChallengeTypeHTTP01,
-		Token:            v.Token,
-		KeyAuthorization: v.Content,
-		Identifier:       acme.Identifier{Type: "dns", Value: v.Domain},
-	}
-	data, err := json.Marshal(chal)
+	storage := iss.getStorage()
+	key, err := iss.storeChallenge(ctx, storage, v)
 	if err != nil {
 		return nil, err
-	}
-	storage := iss.getStorage()
-	key := iss.challengeKey(v.Domain)
-	if err := storage.Store(ctx, key, data); err != nil {
-		return nil, fmt.Errorf("storing the challenge: %w", err)
 	}
 	release := s.listen()
 	return func() {
@@ -70,6 +60,26 @@ func (s *httpSolver) present(ctx context.Context, v *api.Verification) (func(), 
 			iss.logger.Error("deleting the challenge from storage", zap.String("key", key), zap.Error(err))
 		}
 	}, nil
+}
+
+// storeChallenge writes v's HTTP challenge where certmagic's handler finds
+// it, and returns its key (`caddy sslci check` stores its probe here too).
+func (iss *Issuer) storeChallenge(ctx context.Context, storage certmagic.Storage, v *api.Verification) (string, error) {
+	chal := acme.Challenge{
+		Type:             acme.ChallengeTypeHTTP01,
+		Token:            v.Token,
+		KeyAuthorization: v.Content,
+		Identifier:       acme.Identifier{Type: "dns", Value: v.Domain},
+	}
+	data, err := json.Marshal(chal)
+	if err != nil {
+		return "", err
+	}
+	key := iss.challengeKey(v.Domain)
+	if err := storage.Store(ctx, key, data); err != nil {
+		return "", fmt.Errorf("storing the challenge: %w", err)
+	}
+	return key, nil
 }
 
 // challengeKey is where certmagic's HTTP-challenge handler looks for a

@@ -1,0 +1,207 @@
+package sslci
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+
+	caddycmd "github.com/caddyserver/caddy/v2/cmd"
+	"github.com/spf13/cobra"
+
+	"github.com/sslci/caddy-sslci/api"
+)
+
+// This file is `caddy sslci cancel`, `delete` and `prune`: the commands
+// that remove records at SSLCI.
+
+func cancelCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "cancel ORDER_ID",
+		Short: "Cancels a pending order at SSLCI",
+		Args:  cobra.ExactArgs(1),
+		RunE: run(func(out io.Writer, fl caddycmd.Flags) (int, error) {
+			return removeOne(out, fl, api.RecordOrder)
+		}),
+	}
+}
+
+func deleteCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "delete CRT_ID",
+		Short: "Deletes a certificate at SSLCI",
+		Long: `
+Deletes a certificate at SSLCI, whatever made it, without asking: a
+certificate this Caddy serves keeps being served from its storage until it is
+renewed. ` + "`caddy sslci list`" + ` says which one is which.`,
+		Args: cobra.ExactArgs(1),
+		RunE: run(func(out io.Writer, fl caddycmd.Flags) (int, error) {
+			return removeOne(out, fl, api.RecordCertificate)
+		}),
+	}
+}
+
+func pruneCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "prune",
+		Short: "Removes what this Caddy created at SSLCI and no longer needs",
+		Long: `
+Cancels the pending orders this Caddy created and no longer needs, and
+deletes the certificates it created that were superseded by a newer one,
+refused by its checks, or never used: those ` + "`caddy sslci list`" + ` marks
+superseded, refused or unused. Records of another client of the account, or
+whose ownership cannot be proven, are never touched; neither is a certificate
+in this Caddy's storage, nor anything created in the last minutes.`,
+		Args: cobra.NoArgs,
+		RunE: run(cmdPrune),
+	}
+	cmd.Flags().Bool("dry-run", false, "Say what would be removed, remove nothing")
+	return cmd
+}
+
+// removal is one record removed (or, with --dry-run, to remove).
+type removal struct {
+	Type    string   `json:"type"` // api.RecordOrder or api.RecordCertificate
+	ID      int64    `json:"id"`
+	Domains []string `json:"domains,omitempty"`
+	Mark    string   `json:"mark,omitempty"`
+	Done    bool     `json:"done"`
+	Error   string   `json:"error,omitempty"`
+}
+
+func (r removal) describe() string {
+	what := "order"
+	if r.Type == api.RecordCertificate {
+		what = "certificate"
+	}
+	s := fmt.Sprintf("%s %d", what, r.ID)
+	if len(r.Domains) > 0 {
+		s += " (" + strings.Join(r.Domains, ",") + ")"
+	}
+	return s
+}
+
+func removeOne(out io.Writer, fl caddycmd.Flags, recordType string) (int, error) {
+	id, err := strconv.ParseInt(fl.Arg(0), 10, 64)
+	if err != nil || id <= 0 {
+		return exitFailed, fmt.Errorf("sslci: %q is not an id: give the number `caddy sslci list` shows", fl.Arg(0))
+	}
+	env, err := loadTargets(fl)
+	if err != nil {
+		return exitFailed, err
+	}
+	accounts := env.accounts()
+	if len(accounts) > 1 {
+		return exitFailed, fmt.Errorf("sslci: the config has %d SSLCI accounts; choose one with --endpoint, or with --token", len(accounts))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), commandTimeout)
+	defer cancel()
+	r := removal{Type: recordType, ID: id}
+	if err := accounts[0].iss.client.Delete(ctx, recordType, id); err != nil {
+		verb := map[string]string{api.RecordOrder: "cancelling", api.RecordCertificate: "deleting"}[recordType]
+		return exitFailed, fmt.Errorf("sslci: %s %s at %s: %w", verb, r.describe(), accounts[0].iss.Endpoint, err)
+	}
+	r.Done = true
+	if fl.Bool("json") {
+		return 0, writeJSON(out, r)
+	}
+	verb := map[string]string{api.RecordOrder: "cancelled", api.RecordCertificate: "deleted"}[recordType]
+	_, err = fmt.Fprintf(out, "%s %s at %s\n", verb, r.describe(), accounts[0].iss.Endpoint)
+	return 0, err
+}
+
+func cmdPrune(out io.Writer, fl caddycmd.Flags) (int, error) {
+	env, err := loadTargets(fl)
+	if err != nil {
+		return exitFailed, err
+	}
+	dryRun := fl.Bool("dry-run")
+	ctx, cancel := context.WithTimeout(context.Background(), commandTimeout)
+	defer cancel()
+	var all []removal
+	failed := 0
+	for _, t := range env.accounts() {
+		removals, err := t.prune(ctx, dryRun)
+		if err != nil {
+			return exitFailed, err
+		}
+		for _, r := range removals {
+			if r.Error != "" {
+				failed++
+			}
+		}
+		all = append(all, removals...)
+	}
+	if fl.Bool("json") {
+		if err := writeJSON(out, map[string]any{"dry_run": dryRun, "removed": nonNil(all)}); err != nil {
+			return exitFailed, err
+		}
+	} else {
+		printRemovals(out, all, dryRun)
+	}
+	if failed > 0 {
+		return exitFailed, fmt.Errorf("sslci: prune: %d of %d removals failed", failed, len(all))
+	}
+	return 0, nil
+}
+
+func nonNil(r []removal) []removal {
+	if r == nil {
+		return []removal{}
+	}
+	return r
+}
+
+func printRemovals(out io.Writer, all []removal, dryRun bool) {
+	if len(all) == 0 {
+		fmt.Fprintln(out, "nothing to prune")
+		return
+	}
+	for _, r := range all {
+		verb := map[string]string{api.RecordOrder: "cancelled", api.RecordCertificate: "deleted"}[r.Type]
+		switch {
+		case dryRun:
+			verb = "would remove"
+		case r.Error != "":
+			verb = "FAILED to remove"
+		}
+		line := fmt.Sprintf("%s %s: %s", verb, r.describe(), markText[r.Mark])
+		if r.Error != "" {
+			line += ": " + r.Error
+		}
+		fmt.Fprintln(out, line)
+	}
+}
+
+// prune removes the account's records marked prunable: only what the
+// ledger proves this Caddy created, and never a certificate in storage.
+func (t *target) prune(ctx context.Context, dryRun bool) ([]removal, error) {
+	l, err := t.listing(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var todo []removal
+	for _, o := range l.PendingOrders {
+		if prunable(o.Mark) {
+			todo = append(todo, removal{Type: api.RecordOrder, ID: o.ID, Domains: o.Domains, Mark: o.Mark})
+		}
+	}
+	for _, c := range l.Certificates {
+		if prunable(c.Mark) {
+			todo = append(todo, removal{Type: api.RecordCertificate, ID: c.ID, Domains: c.Domains, Mark: c.Mark})
+		}
+	}
+	if dryRun {
+		return todo, nil
+	}
+	for i := range todo {
+		r := &todo[i]
+		if err := t.iss.client.Delete(ctx, r.Type, r.ID); err != nil {
+			r.Error = err.Error()
+			continue
+		}
+		r.Done = true
+	}
+	return todo, nil
+}

@@ -1,0 +1,395 @@
+package sslci_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	caddycmd "github.com/caddyserver/caddy/v2/cmd"
+	"github.com/spf13/cobra"
+
+	"github.com/sslci/caddy-sslci/api"
+	"github.com/sslci/caddy-sslci/sslcitest"
+)
+
+// runSSLCI runs `caddy sslci args...` through Caddy's command machinery, as
+// the caddy binary does (the command registered with caddycmd, its cobra
+// flags parsed), and returns what it printed and its error (a non-zero
+// exit status). The token of the simulator must never be in the output.
+func (e *testEnv) runSSLCI(args ...string) (string, error) {
+	e.t.Helper()
+	cmd, ok := caddycmd.Commands()["sslci"]
+	if !ok {
+		e.t.Fatal("no sslci command registered")
+	}
+	root := &cobra.Command{Use: "caddy", SilenceUsage: true, SilenceErrors: true}
+	sub := &cobra.Command{Use: cmd.Name, Short: cmd.Short}
+	cmd.CobraFunc(sub)
+	root.AddCommand(sub)
+	var out bytes.Buffer
+	root.SetOut(&out)
+	root.SetErr(&out)
+	root.SetArgs(append([]string{"sslci"}, args...))
+	err := root.Execute()
+	for _, tok := range e.sim.Tokens() {
+		if strings.Contains(out.String(), tok) || (err != nil && strings.Contains(err.Error(), tok)) {
+			e.t.Errorf("sslci %v printed the token", args)
+		}
+	}
+	return out.String(), err
+}
+
+// writeCaddyfile writes the Caddyfile of e's global options and one site
+// per name, each with the sslci issuer, and returns its path.
+func (e *testEnv) writeCaddyfile(issuerExtra string, names ...string) string {
+	e.t.Helper()
+	text := e.globalOptions("")
+	for _, name := range names {
+		text += fmt.Sprintf("\n%s {\n\ttls {\n\t\t%s\n\t}\n\trespond \"hello\"\n}\n", name, e.issuerBlock(issuerExtra))
+	}
+	path := filepath.Join(e.t.TempDir(), "Caddyfile")
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		e.t.Fatal(err)
+	}
+	return path
+}
+
+// foreignCertificate makes a certificate for name in the account through
+// the API, as another client would: its challenge served by a server of
+// its own, never by this Caddy.
+func (e *testEnv) foreignCertificate(name string) {
+	e.t.Helper()
+	client, err := api.New(e.sim.URL(), e.sim.Token())
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	ctx := context.Background()
+	v, err := client.RequestVerification(ctx, name, api.MethodHTTP)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	srv := serveHTTP(e.t, "127.0.0.1:0", func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, v.Content) })
+	e.sim.SetHTTPChallengeAddr(srv)
+	defer e.sim.SetHTTPChallengeAddr(fmt.Sprintf("127.0.0.1:%d", e.httpPort))
+	if _, err := client.ConfirmVerification(ctx, api.ConfirmRequest{Domain: name, OrderID: v.OrderID}); err != nil {
+		e.t.Fatal(err)
+	}
+	if _, err := client.Finalize(ctx, []string{name}, nil); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// serveHTTP serves h on addr until the test ends and returns the address.
+func serveHTTP(t testing.TB, addr string, h http.HandlerFunc) string {
+	t.Helper()
+	// A port Caddy just closed may take a moment to be free.
+	ln, err := net.Listen("tcp", addr)
+	for deadline := time.Now().Add(5 * time.Second); err != nil && time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
+		ln, err = net.Listen("tcp", addr)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return ln.Addr().String()
+}
+
+type listOutput struct {
+	Accounts []struct {
+		Endpoint     string `json:"endpoint"`
+		Account      string `json:"account"`
+		Certificates []struct {
+			ID      int64    `json:"crt_id"`
+			Domains []string `json:"domains"`
+			EndTime int64    `json:"end_time"`
+			Mark    string   `json:"mark"`
+			Note    string   `json:"note"`
+		} `json:"certificates"`
+		PendingOrders []struct {
+			ID      int64    `json:"order_id"`
+			Domains []string `json:"domains"`
+			Mark    string   `json:"mark"`
+		} `json:"pending_orders"`
+	} `json:"accounts"`
+}
+
+// `caddy sslci list` with the Caddyfile a real Caddy runs: the certificate
+// Caddy serves is marked served (matched by names and expiry to the leaf
+// in its storage); a certificate and an order another client of the
+// account made are "not from this Caddy". As a table and as JSON.
+func TestCommandList(t *testing.T) {
+	e := newEnv(t, sslcitest.Options{})
+	caddyfile := e.writeCaddyfile("", "list.sslci.test")
+	e.startCaddy(adapt(t, mustRead(t, caddyfile)))
+	served := e.waitForCertificate("list.sslci.test", nil, time.Minute)
+	e.foreignCertificate("other.sslci.test")
+	client, _ := api.New(e.sim.URL(), e.sim.Token())
+	order, err := client.RequestVerification(context.Background(), "pending.sslci.test", api.MethodHTTP)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	out, err := e.runSSLCI("list", "--config", caddyfile, "--json")
+	if err != nil {
+		t.Fatalf("list: %v\n%s", err, out)
+	}
+	var got listOutput
+	if err := json.Unmarshal([]byte(out), &got); err != nil {
+		t.Fatalf("list --json is not JSON: %v\n%s", err, out)
+	}
+	if len(got.Accounts) != 1 || got.Accounts[0].Endpoint != e.sim.URL() {
+		t.Fatalf("accounts = %+v, want the simulator's one", got.Accounts)
+	}
+	marks := map[string]string{}
+	for _, c := range got.Accounts[0].Certificates {
+		marks[strings.Join(c.Domains, ",")] = c.Mark
+		if c.Mark == "served" && (c.EndTime != served.NotAfter.Unix() || !strings.Contains(c.Note, "list.sslci.test.crt")) {
+			t.Errorf("served certificate %+v: want end_time %d and the storage key", c, served.NotAfter.Unix())
+		}
+	}
+	if want := map[string]string{"list.sslci.test": "served", "other.sslci.test": "not_from_this_caddy"}; !equalMaps(marks, want) {
+		t.Errorf("certificate marks = %v, want %v", marks, want)
+	}
+	orders := got.Accounts[0].PendingOrders
+	if len(orders) != 1 || orders[0].ID != order.OrderID || orders[0].Mark != "not_from_this_caddy" {
+		t.Errorf("pending orders = %+v, want order %d not from this Caddy", orders, order.OrderID)
+	}
+
+	out, err = e.runSSLCI("list", "--config", caddyfile)
+	if err != nil {
+		t.Fatalf("list: %v\n%s", err, out)
+	}
+	t.Logf("caddy sslci list:\n%s", out)
+	for _, want := range []string{"KIND", "list.sslci.test", "served by this Caddy", "other.sslci.test", "not from this Caddy", "pending.sslci.test", e.sim.URL()} {
+		if !strings.Contains(out, want) {
+			t.Errorf("list output lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+func equalMaps(a, b map[string]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if b[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+func mustRead(t testing.TB, path string) string {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(data)
+}
+
+// cancel and delete, with the token from $SSLCI_TOKEN and the endpoint
+// from the flag: they do what they say, print it, and fail clearly (and
+// with a non-zero status) on an unknown id or a wrong argument.
+func TestCommandCancelDelete(t *testing.T) {
+	e := newEnv(t, sslcitest.Options{})
+	t.Setenv("SSLCI_TOKEN", e.sim.Token())
+	t.Chdir(t.TempDir()) // no Caddyfile here
+	e.foreignCertificate("delete.sslci.test")
+	client, _ := api.New(e.sim.URL(), e.sim.Token())
+	order, err := client.RequestVerification(context.Background(), "cancel.sslci.test", api.MethodHTTP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	flags := []string{"--endpoint", e.sim.URL(), "--storage-dir", e.storageDir}
+
+	out, err := e.runSSLCI(append([]string{"cancel", fmt.Sprint(order.OrderID)}, flags...)...)
+	if err != nil || !strings.Contains(out, fmt.Sprintf("cancelled order %d", order.OrderID)) {
+		t.Errorf("cancel: %v, output %q", err, out)
+	}
+	if left := e.sim.PendingOrders(e.sim.Token()); len(left) != 0 {
+		t.Errorf("orders still pending: %+v", left)
+	}
+	_, err = e.runSSLCI(append([]string{"cancel", fmt.Sprint(order.OrderID)}, flags...)...)
+	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("cancelling order %d", order.OrderID)) || !strings.Contains(err.Error(), "no such order") {
+		t.Errorf("cancelling it again: error %v, want one naming the order and SSLCI's message", err)
+	}
+
+	crt := e.sim.Certificates(e.sim.Token())[0].ID
+	out, err = e.runSSLCI(append([]string{"delete", fmt.Sprint(crt), "--json"}, flags...)...)
+	var done struct {
+		Type string `json:"type"`
+		ID   int64  `json:"id"`
+		Done bool   `json:"done"`
+	}
+	if err != nil || json.Unmarshal([]byte(out), &done) != nil || done.ID != crt || done.Type != "ssl" || !done.Done {
+		t.Errorf("delete --json: %v, output %q", err, out)
+	}
+	if left := e.sim.Certificates(e.sim.Token()); len(left) != 0 {
+		t.Errorf("certificates left: %+v", left)
+	}
+	if _, err := e.runSSLCI(append([]string{"delete", "abc"}, flags...)...); err == nil || !strings.Contains(err.Error(), `"abc" is not an id`) {
+		t.Errorf("delete abc: %v", err)
+	}
+	if _, err := e.runSSLCI("delete"); err == nil {
+		t.Error("delete without an id succeeded")
+	}
+	t.Setenv("SSLCI_TOKEN", "")
+	if _, err := e.runSSLCI("list"); err == nil || !strings.Contains(err.Error(), "no sslci issuer in the config") {
+		t.Errorf("list with no config and no token: %v", err)
+	}
+}
+
+// prune removes nothing it cannot prove this Caddy created: neither the
+// certificate Caddy serves, nor another client's certificate and order.
+func TestCommandPruneLeavesOthersAlone(t *testing.T) {
+	e := newEnv(t, sslcitest.Options{})
+	caddyfile := e.writeCaddyfile("", "prune.sslci.test")
+	e.startCaddy(adapt(t, mustRead(t, caddyfile)))
+	e.waitForCertificate("prune.sslci.test", nil, time.Minute)
+	e.foreignCertificate("other.sslci.test")
+	client, _ := api.New(e.sim.URL(), e.sim.Token())
+	if _, err := client.RequestVerification(context.Background(), "pending.sslci.test", api.MethodHTTP); err != nil {
+		t.Fatal(err)
+	}
+	e.sim.ResetRequests()
+
+	out, err := e.runSSLCI("prune", "--config", caddyfile)
+	if err != nil || !strings.Contains(out, "nothing to prune") {
+		t.Errorf("prune: %v, output %q", err, out)
+	}
+	if n := len(e.sim.Certificates(e.sim.Token())); n != 2 {
+		t.Errorf("%d certificates left, want 2", n)
+	}
+	if n := len(e.sim.PendingOrders(e.sim.Token())); n != 1 {
+		t.Errorf("%d orders left, want 1", n)
+	}
+	e.wantCounts(map[sslcitest.Op]int{sslcitest.OpList: 1})
+}
+
+type checkOutput struct {
+	Checks []struct {
+		Name    string `json:"name"`
+		Method  string `json:"method"`
+		OK      bool   `json:"ok"`
+		Result  string `json:"result"`
+		Address string `json:"address"`
+		Status  int    `json:"status"`
+		Excerpt string `json:"excerpt"`
+		Record  string `json:"record"`
+	} `json:"checks"`
+}
+
+func parseChecks(t *testing.T, out string) checkOutput {
+	t.Helper()
+	var got checkOutput
+	if err := json.Unmarshal([]byte(out), &got); err != nil || len(got.Checks) != 1 {
+		t.Fatalf("check --json: %v\n%s", err, out)
+	}
+	return got
+}
+
+// check over HTTP, with the config of a real Caddy: while it runs, the
+// probe reaches it; once it is stopped and another server answers 404 on
+// its HTTP port, the check says so and fails; with nothing there, it says
+// nothing answered. No probe is left in storage, no order is spent.
+func TestCommandCheckHTTP(t *testing.T) {
+	e := newEnv(t, sslcitest.Options{})
+	name := "check.sslci.test"
+	caddyfile := e.writeCaddyfile("", name)
+	e.startCaddy(adapt(t, mustRead(t, caddyfile)))
+	e.waitForCertificate(name, nil, time.Minute)
+	e.sim.ResetRequests()
+	addr := fmt.Sprintf("127.0.0.1:%d", e.httpPort)
+	args := []string{"check", name, "--config", caddyfile, "--via", "127.0.0.1"}
+
+	out, err := e.runSSLCI(append(args, "--json")...)
+	got := parseChecks(t, out)
+	if c := got.Checks[0]; err != nil || !c.OK || c.Result != "reached this Caddy" || c.Address != addr || c.Method != "http" {
+		t.Errorf("check with Caddy running: %v, %+v", err, c)
+	}
+	out, err = e.runSSLCI(args...)
+	t.Logf("caddy sslci check (Caddy running):\n%s", out)
+	if err != nil || !strings.Contains(out, "reached this Caddy") {
+		t.Errorf("check: %v\n%s", err, out)
+	}
+	e.checkNothingLeft(t)
+
+	if err := caddy.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	serveHTTP(t, addr, func(w http.ResponseWriter, r *http.Request) { http.NotFound(w, r) })
+	out, err = e.runSSLCI(append(args, "--json")...)
+	got = parseChecks(t, out)
+	if c := got.Checks[0]; err == nil || c.OK || !strings.HasPrefix(c.Result, "something else answered: 404 Not Found") || c.Status != 404 || !strings.Contains(c.Excerpt, "404 page not found") {
+		t.Errorf("check with another server: %v, %+v", err, c)
+	}
+	out, _ = e.runSSLCI(args...)
+	t.Logf("caddy sslci check (another server):\n%s", out)
+	e.checkNothingLeft(t)
+	e.wantCounts(map[sslcitest.Op]int{})
+}
+
+// With nothing on the port, the check says nothing answered, and why.
+func TestCommandCheckNothingListens(t *testing.T) {
+	e := newEnv(t, sslcitest.Options{})
+	caddyfile := e.writeCaddyfile("", "none.sslci.test")
+	out, err := e.runSSLCI("check", "none.sslci.test", "--config", caddyfile, "--via", "127.0.0.1", "--json")
+	c := parseChecks(t, out).Checks[0]
+	if err == nil || c.OK || c.Result != "nothing answered" || !strings.Contains(out, "connection refused") {
+		t.Errorf("check with nothing listening: %v\n%s", err, out)
+	}
+	e.checkNothingLeft(t)
+}
+
+// check over DNS, with a JSON config whose issuer has the test DNS
+// provider: the probe TXT record is published, seen by the resolver, and
+// removed; no order is spent. A wildcard name is checked at its apex's
+// record. A name whose zone the server does not serve fails.
+func TestCommandCheckDNS(t *testing.T) {
+	e, dnsSrv := newDNSEnv(t, "dnscheck.test")
+	issuer := map[string]any{"module": "sslci", "token": "{env.SSLCI_TEST_TOKEN}", "endpoint": e.sim.URL()}
+	for k, v := range dnsFields(dnsSrv, "5s") {
+		issuer[k] = v
+	}
+	cfg, _ := json.Marshal(map[string]any{
+		"storage": map[string]any{"module": "file_system", "root": e.storageDir},
+		"apps": map[string]any{"tls": map[string]any{"automation": map[string]any{
+			"policies": []any{map[string]any{"issuers": []any{issuer}}},
+		}}},
+	})
+	path := filepath.Join(t.TempDir(), "caddy.json")
+	os.WriteFile(path, cfg, 0o600)
+
+	for _, name := range []string{"www.dnscheck.test", "*.dnscheck.test"} {
+		out, err := e.runSSLCI("check", name, "--config", path, "--json")
+		c := parseChecks(t, out).Checks[0]
+		want := "_acme-challenge." + strings.TrimPrefix(name, "*.") + "."
+		if err != nil || !c.OK || c.Method != "dns" || c.Record != want || !strings.Contains(c.Result, "serve the probe TXT record") {
+			t.Errorf("check %s: %v\n%s", name, err, out)
+		}
+		if left := dnsSrv.TXT(want); len(left) != 0 {
+			t.Errorf("probe records left at %s: %v", want, left)
+		}
+	}
+	out, err := e.runSSLCI("check", "www.elsewhere.test", "--config", path)
+	t.Logf("caddy sslci check (a zone the server lacks):\n%s", out)
+	if err == nil || !strings.Contains(out, "FAIL") {
+		t.Errorf("check of a name in no zone: %v\n%s", err, out)
+	}
+	if n := len(e.sim.Requests()); n != 0 {
+		t.Errorf("the check sent %d requests to SSLCI", n)
+	}
+}
