@@ -93,7 +93,7 @@ func cmdCheck(out io.Writer, fl caddycmd.Flags) (int, error) {
 		}
 		switch {
 		case err != nil:
-			r.Result, r.Error = "cannot be checked", unprefixed(err).Error()
+			r.Result, r.Error = "cannot be checked", strings.TrimPrefix(err.Error(), name+": ")
 		case t.iss.Method == api.MethodDNS:
 			t.checkDNS(ctx, &r)
 		default:

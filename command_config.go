@@ -228,7 +228,8 @@ func (e *commandEnv) accounts() []*target {
 	return out
 }
 
-// forName is the issuer Caddy would use for name: the first sslci issuer of
+// forName is the issuer Caddy would use for name (its errors do not name
+// it: the check's report does): the first sslci issuer of
 // the automation policy whose subjects match it, or else of the first
 // policy without subjects, as Caddy's tls app chooses.
 func (e *commandEnv) forName(name string) (*target, error) {
@@ -245,10 +246,13 @@ func (e *commandEnv) forName(name string) (*target, error) {
 	if policy < 0 {
 		policy = slices.IndexFunc(e.policies, func(s []string) bool { return len(s) == 0 })
 	}
+	if policy < 0 {
+		return nil, errors.New("no automation policy of the config covers it (Caddy would use its default issuers)")
+	}
 	for _, t := range e.targets {
 		if t.policy == policy {
 			return t, nil
 		}
 	}
-	return nil, fmt.Errorf("sslci: %s: its automation policy has no sslci issuer", name)
+	return nil, fmt.Errorf("its automation policy (%d) has no sslci issuer", policy)
 }

@@ -157,11 +157,11 @@ func (t *target) listing(ctx context.Context) (*accountListing, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sslci: listing the account at %s: %w", t.iss.Endpoint, err)
 	}
-	leaves, err := storedLeaves(ctx, t.storage, t.iss.IssuerKey())
+	leaves, err := leavesInStorage(ctx, t.storage, t.iss.IssuerKey())
 	if err != nil {
 		return nil, fmt.Errorf("sslci: reading the certificates in storage: %w", err)
 	}
-	owner := t.ownership(ctx)
+	owner := t.ledger(ctx)
 	l := &accountListing{Endpoint: t.iss.Endpoint, Account: t.iss.account, Storage: describeStorage(t.storage),
 		Certificates: []listedCertificate{}, PendingOrders: []listedOrder{}}
 	for _, c := range list.Certificates {
@@ -179,7 +179,7 @@ func (t *target) listing(ctx context.Context) (*accountListing, error) {
 // markCertificate marks c. A certificate in storage is served, whoever made
 // it; of the others, only those the ledger proves ours get any other mark
 // than "not from this Caddy".
-func markCertificate(c api.CertificateInfo, all []api.CertificateInfo, leaves []storedLeaf, owner ownership) (mark, note string) {
+func markCertificate(c api.CertificateInfo, all []api.CertificateInfo, leaves []leafInStorage, owner ledgerView) (mark, note string) {
 	names := sortedNames(c.Domains)
 	for _, leaf := range leaves {
 		if slices.Equal(leaf.names, names) && leaf.notAfter == c.Expires.Unix() {
@@ -204,7 +204,7 @@ func markCertificate(c api.CertificateInfo, all []api.CertificateInfo, leaves []
 	return markUnused, ""
 }
 
-func markOrder(o api.OrderInfo, owner ownership) string {
+func markOrder(o api.OrderInfo, owner ledgerView) string {
 	switch rec := owner.order(o); {
 	case !rec.ours:
 		return markForeign
@@ -224,16 +224,16 @@ func sortedNames(names []string) []string {
 	return slices.Compact(out)
 }
 
-// storedLeaf is a certificate this Caddy holds in storage for the issuer.
-type storedLeaf struct {
+// leafInStorage is a certificate this Caddy holds in storage for the issuer.
+type leafInStorage struct {
 	key      string   // its storage key
 	names    []string // sorted
 	notAfter int64    // Unix seconds
 }
 
-// storedLeaves reads every certificate certmagic stored for issuerKey
+// leavesInStorage reads every certificate certmagic stored for issuerKey
 // (certificates/<issuer key>/<name>/<name>.crt).
-func storedLeaves(ctx context.Context, storage certmagic.Storage, issuerKey string) ([]storedLeaf, error) {
+func leavesInStorage(ctx context.Context, storage certmagic.Storage, issuerKey string) ([]leafInStorage, error) {
 	keys, err := storage.List(ctx, certmagic.StorageKeys.CertsPrefix(issuerKey), true)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
@@ -241,7 +241,7 @@ func storedLeaves(ctx context.Context, storage certmagic.Storage, issuerKey stri
 	if err != nil {
 		return nil, err
 	}
-	var leaves []storedLeaf
+	var leaves []leafInStorage
 	for _, key := range keys {
 		if !strings.HasSuffix(key, ".crt") {
 			continue
@@ -258,7 +258,7 @@ func storedLeaves(ctx context.Context, storage certmagic.Storage, issuerKey stri
 		if err != nil {
 			continue // not a certificate this tool can match; certmagic reports it
 		}
-		leaves = append(leaves, storedLeaf{key: key, names: sortedNames(leaf.DNSNames), notAfter: leaf.NotAfter.Unix()})
+		leaves = append(leaves, leafInStorage{key: key, names: sortedNames(leaf.DNSNames), notAfter: leaf.NotAfter.Unix()})
 	}
 	return leaves, nil
 }

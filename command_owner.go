@@ -6,10 +6,10 @@ import (
 	"github.com/sslci/caddy-sslci/api"
 )
 
-// ownership is what this Caddy knows of the records it created at SSLCI:
+// ledgerView is what this Caddy knows of the records it created at SSLCI:
 // the issuer's ledger. The commands decide nothing about ownership
 // themselves: they ask the issuer's own rule.
-type ownership interface {
+type ledgerView interface {
 	certificate(c api.CertificateInfo) ownedRecord
 	order(o api.OrderInfo) ownedRecord
 }
@@ -21,8 +21,8 @@ type ownedRecord struct {
 	recent  bool // created moments ago: an issuance may still be using it
 }
 
-// ownership returns the ledger of the target's account in its storage.
-func (t *target) ownership(context.Context) ownership {
+// ledger returns the ledger of the target's account in its storage.
+func (t *target) ledger(context.Context) ledgerView {
 	return noLedger{}
 }
 

@@ -167,7 +167,9 @@ func TestCommandList(t *testing.T) {
 		t.Errorf("pending orders = %+v, want order %d not from this Caddy", orders, order.OrderID)
 	}
 
-	out, err = e.runSSLCI("list", "--config", caddyfile)
+	// The Caddyfile in the current directory, as `caddy run` finds it.
+	t.Chdir(filepath.Dir(caddyfile))
+	out, err = e.runSSLCI("list")
 	if err != nil {
 		t.Fatalf("list: %v\n%s", err, out)
 	}
@@ -176,6 +178,19 @@ func TestCommandList(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("list output lacks %q:\n%s", want, out)
 		}
+	}
+}
+
+// --endpoint picks among the config's issuers; none with it is an error.
+func TestCommandEndpointFilter(t *testing.T) {
+	e := newEnv(t, sslcitest.Options{})
+	caddyfile := e.writeCaddyfile("", "a.sslci.test")
+	if _, err := e.runSSLCI("list", "--config", caddyfile, "--endpoint", e.sim.URL()); err != nil {
+		t.Errorf("list --endpoint %s: %v", e.sim.URL(), err)
+	}
+	_, err := e.runSSLCI("list", "--config", caddyfile, "--endpoint", "http://127.0.0.1:1/api")
+	if err == nil || !strings.Contains(err.Error(), "none of the 1 sslci issuers of the config has the endpoint http://127.0.0.1:1/api") {
+		t.Errorf("list --endpoint of no issuer: %v", err)
 	}
 }
 
