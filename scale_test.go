@@ -1,6 +1,7 @@
 package sslci_test
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"runtime/pprof"
@@ -14,6 +15,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddytls"
 
 	sslci "github.com/sslci/caddy-sslci"
+	"github.com/sslci/caddy-sslci/api"
 	"github.com/sslci/caddy-sslci/sslcitest"
 )
 
@@ -30,6 +32,98 @@ func (e *testEnv) manySites(n int, issuerExtra string) []byte {
 		fmt.Fprintf(&b, "\nn%d.scale.test {\n\trespond \"hello\"\n}\n", i)
 	}
 	return adapt(e.t, b.String())
+}
+
+// TestManySitesBounded starts a real Caddy with 200 sites at once: every
+// certificate is obtained with three requests per name, while the
+// simulator never sees more requests in flight, nor more connections in
+// all, than the bound (default 16, or max_concurrent_requests). The
+// transport keeps at most that many connections and reuses them, and
+// nothing here makes one close (no fault, no idle timeout reached), so
+// the count of connections has no slack.
+func TestManySitesBounded(t *testing.T) {
+	const n = 200
+	for _, tc := range []struct {
+		extra string
+		bound int
+	}{{"", api.DefaultMaxConcurrent}, {"max_concurrent_requests 4", 4}} {
+		t.Run(fmt.Sprintf("bound=%d", tc.bound), func(t *testing.T) {
+			e := newEnv(t, sslcitest.Options{})
+			e.startCaddy(e.manySites(n, tc.extra))
+			e.waitForIssued(n, 5*time.Minute)
+			e.checkAllServed(n)
+			e.wantCounts(map[sslcitest.Op]int{sslcitest.OpRequest: n, sslcitest.OpConfirm: n, sslcitest.OpFinalize: n})
+			if got := len(sslciIssuers(t)); got != 1 {
+				t.Errorf("%d sslci issuers provisioned for a global cert_issuer, want 1", got)
+			}
+			if peak := e.sim.PeakInFlight(); peak > tc.bound {
+				t.Errorf("%d requests in flight at once, want at most %d", peak, tc.bound)
+			}
+			if conns := e.sim.Connections(); conns > int64(tc.bound) {
+				t.Errorf("%d connections to the API, want at most %d", conns, tc.bound)
+			}
+			t.Logf("%d sites: peak %d in flight, %d connections", n, e.sim.PeakInFlight(), e.sim.Connections())
+		})
+	}
+}
+
+// Sites whose issuer blocks differ in something other than the client's
+// settings get an issuer each (one per automation policy), and still share
+// one client: the bound holds over all of them.
+func TestIssuersShareTheBound(t *testing.T) {
+	const n, bound = 200, 4
+	e := newEnv(t, sslcitest.Options{})
+	var b strings.Builder
+	b.WriteString(e.globalOptions(""))
+	for i := range n {
+		extra := "max_concurrent_requests 4"
+		if i%2 == 1 {
+			extra += "\n\t\t\tverification_timeout 2m"
+		}
+		fmt.Fprintf(&b, "\nn%d.scale.test {\n\ttls {\n\t\t%s\n\t}\n\trespond \"hello\"\n}\n", i, e.issuerBlock(extra))
+	}
+	e.startCaddy(adapt(t, b.String()))
+	e.waitForIssued(n, 5*time.Minute)
+	e.checkAllServed(n)
+	issuers := sslciIssuers(t)
+	if len(issuers) < 2 {
+		t.Fatalf("%d sslci issuers, want one per distinct issuer block (2)", len(issuers))
+	}
+	if peak := e.sim.PeakInFlight(); peak > bound {
+		t.Errorf("%d requests in flight at once over %d issuers, want at most %d", peak, len(issuers), bound)
+	}
+	if conns := e.sim.Connections(); conns > bound {
+		t.Errorf("%d connections to the API over %d issuers, want at most %d", conns, len(issuers), bound)
+	}
+	t.Logf("%d issuers: peak %d in flight, %d connections", len(issuers), e.sim.PeakInFlight(), e.sim.Connections())
+}
+
+// max_concurrent_requests is read from the Caddyfile and JSON alike, and
+// checked by Provision.
+func TestMaxConcurrentRequestsConfig(t *testing.T) {
+	iss, err := configuredIssuer(nil, "max_concurrent_requests 4")
+	if err != nil || iss.MaxConcurrentRequests != 4 {
+		t.Errorf("Caddyfile max_concurrent_requests 4: %+v, %v", iss.MaxConcurrentRequests, err)
+	}
+	for _, block := range []string{"max_concurrent_requests", "max_concurrent_requests four", "max_concurrent_requests 4 5"} {
+		if _, err := configuredIssuer(nil, block); err == nil {
+			t.Errorf("Caddyfile %q was accepted", block)
+		}
+	}
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	defer cancel()
+	for _, cfg := range []struct {
+		json  map[string]any
+		block string
+	}{{json: map[string]any{"max_concurrent_requests": -1}}, {block: "max_concurrent_requests -1"}} {
+		iss, err := configuredIssuer(cfg.json, cfg.block)
+		if err == nil {
+			err = iss.Provision(ctx)
+		}
+		if err == nil || !strings.Contains(err.Error(), "max_concurrent_requests -1 is negative") {
+			t.Errorf("%v%s: Provision = %v, want a negative-bound error", cfg.json, cfg.block, err)
+		}
+	}
 }
 
 // waitForIssued waits until the simulator has issued n certificates.
