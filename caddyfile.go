@@ -17,6 +17,7 @@ import (
 //	    method               http|dns
 //	    timeout              <duration>
 //	    verification_timeout <duration>
+//	    max_concurrent_requests <n>
 //	    require_csr_key
 //	    listen_host          <host>
 //	    alt_http_port        <port>
@@ -77,6 +78,16 @@ func (iss *Issuer) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err := parseDuration(d, &iss.VerificationTimeout); err != nil {
 				return err
 			}
+		case "max_concurrent_requests":
+			var n string
+			if !d.AllArgs(&n) {
+				return d.ArgErr()
+			}
+			v, err := strconv.Atoi(n)
+			if err != nil {
+				return d.Errf("invalid max_concurrent_requests %q: not a number", n)
+			}
+			iss.MaxConcurrentRequests = v
 		case "require_csr_key":
 			if d.NextArg() {
 				return d.ArgErr()

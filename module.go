@@ -11,10 +11,10 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -65,6 +65,13 @@ type Issuer struct {
 	// How long one API request may take. Default: 60s.
 	Timeout caddy.Duration `json:"timeout,omitempty"`
 
+	// The most API requests in flight at once, over every certificate
+	// this issuer obtains (and every other issuer with the same endpoint,
+	// token and client settings), so that a thousand names obtained together
+	// do not hammer SSLCI: the others wait their turn. It also bounds the
+	// connections kept to the API. Default: 16.
+	MaxConcurrentRequests int `json:"max_concurrent_requests,omitempty"`
+
 	// How long to keep asking SSLCI to confirm a verification it reports as
 	// still in progress. Default: 5m.
 	VerificationTimeout caddy.Duration `json:"verification_timeout,omitempty"`
@@ -77,11 +84,15 @@ type Issuer struct {
 	RequireCSRKey bool `json:"require_csr_key,omitempty"`
 
 	client    *api.Client
-	logger    *zap.Logger
-	issuerKey string // IssuerKey, set by Provision
-	account   string // a non-secret id of the token, to keep accounts' records apart in storage
-	solver    solver
-	metrics   *metrics
+	clientKey string // the client's key in clients, set by Provision
+	// clientMetrics is the shared client's metrics slot: the issuer
+	// provisioned last (the newest config) receives its API metrics.
+	clientMetrics *atomic.Pointer[metrics]
+	logger        *zap.Logger
+	issuerKey     string // IssuerKey, set by Provision
+	account       string // a non-secret id of the token, to keep accounts' records apart in storage
+	solver        solver
+	metrics       *metrics
 
 	// acme answers the HTTP check inside Caddy: see GetACMEIssuer.
 	acme *caddytls.ACMEIssuer
@@ -101,11 +112,8 @@ func (*Issuer) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// Defaults.
-const (
-	defaultTimeout             = 60 * time.Second
-	defaultVerificationTimeout = 5 * time.Minute
-)
+// defaultVerificationTimeout is VerificationTimeout's default.
+const defaultVerificationTimeout = 5 * time.Minute
 
 // Provision sets up the issuer. It is the one place the config's meaning is
 // checked (the Caddyfile parser checks only its syntax), after placeholders
@@ -141,19 +149,13 @@ func (iss *Issuer) Provision(ctx caddy.Context) error {
 	}
 	iss.issuerKey = issuerKeyFor(iss.Endpoint)
 
-	iss.client, err = api.New(iss.Endpoint, iss.Token)
-	if err != nil {
+	if err := iss.loadClient(ctx); err != nil {
 		return err
 	}
-	iss.client.HTTPClient.Timeout = defaultTimeout
-	if iss.Timeout != 0 {
-		iss.client.HTTPClient.Timeout = time.Duration(iss.Timeout)
-	}
-	iss.client.Logger = slog.New(namesHandler{ctx.Slogger().Handler()})
 	if iss.metrics, err = newMetrics(ctx.GetMetricsRegistry()); err != nil {
 		return fmt.Errorf("sslci: registering metrics: %w", err)
 	}
-	iss.client.Observe = iss.metrics.observe
+	iss.clientMetrics.Store(iss.metrics)
 	sum := sha256.Sum256([]byte("caddy-sslci account\x00" + iss.Token))
 	iss.account = hex.EncodeToString(sum[:8])
 
@@ -204,6 +206,9 @@ func (iss *Issuer) checkConfig() error {
 	}
 	if iss.Timeout < 0 || iss.VerificationTimeout < 0 {
 		return errors.New("sslci: timeouts must not be negative")
+	}
+	if iss.MaxConcurrentRequests < 0 {
+		return fmt.Errorf("sslci: max_concurrent_requests %d is negative", iss.MaxConcurrentRequests)
 	}
 	if d := iss.DNS; d != nil && (d.TTL < 0 || d.PropagationDelay < 0 || d.PropagationTimeout < -1) {
 		return errors.New("sslci: dns_ttl and propagation_delay must not be negative, nor propagation_timeout below -1 (-1: do not check)")
@@ -273,6 +278,7 @@ func (iss *Issuer) getStorage() certmagic.Storage {
 var (
 	_ caddy.Module          = (*Issuer)(nil)
 	_ caddy.Provisioner     = (*Issuer)(nil)
+	_ caddy.CleanerUpper    = (*Issuer)(nil)
 	_ certmagic.Issuer      = (*Issuer)(nil)
 	_ certmagic.PreChecker  = (*Issuer)(nil)
 	_ caddytls.ConfigSetter = (*Issuer)(nil)
