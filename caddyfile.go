@@ -18,6 +18,7 @@ import (
 //	    timeout              <duration>
 //	    verification_timeout <duration>
 //	    require_csr_key
+//	    trusted_roots        <pem_files...>
 //	    listen_host          <host>
 //	    alt_http_port        <port>
 //	    dns                  <provider_name> [<options>]
@@ -82,6 +83,10 @@ func (iss *Issuer) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 			iss.RequireCSRKey = true
+		case "trusted_roots":
+			if iss.TrustedRootsPEMFiles = d.RemainingArgs(); len(iss.TrustedRootsPEMFiles) == 0 {
+				return d.ArgErr()
+			}
 		case "listen_host":
 			if !d.AllArgs(&iss.ListenHost) {
 				return d.ArgErr()

@@ -8,6 +8,7 @@ package sslci
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -75,10 +76,18 @@ type Issuer struct {
 	// key (the CSR's) is accepted, and anything else is an error.
 	RequireCSRKey bool `json:"require_csr_key,omitempty"`
 
+	// Files of root CA certificates (PEM) to trust besides the system's,
+	// as the ACME issuer's option of the same name: for the endpoint's
+	// HTTPS and for the certificates SSLCI returns, which are refused
+	// unless they chain to a trusted root. Use it for a private SSLCI or a
+	// test simulator. Placeholders are replaced when the config is loaded.
+	TrustedRootsPEMFiles []string `json:"trusted_roots_pem_files,omitempty"`
+
 	client    *api.Client
 	logger    *zap.Logger
-	issuerKey string // IssuerKey, set by Provision
-	account   string // a non-secret id of the token, to keep accounts' records apart in storage
+	issuerKey string         // IssuerKey, set by Provision
+	account   string         // a non-secret id of the token, to keep accounts' records apart in storage
+	roots     *x509.CertPool // the system's plus TrustedRootsPEMFiles; nil: the system's
 	solver    solver
 
 	// acme answers the HTTP check inside Caddy: see GetACMEIssuer.
@@ -148,6 +157,12 @@ func (iss *Issuer) Provision(ctx caddy.Context) error {
 		iss.client.HTTPClient.Timeout = time.Duration(iss.Timeout)
 	}
 	iss.client.Logger = ctx.Slogger()
+	if iss.roots, err = loadTrustedRoots(repl, iss.TrustedRootsPEMFiles); err != nil {
+		return err
+	}
+	if err := iss.client.SetRootCAs(iss.roots); err != nil {
+		return err
+	}
 	sum := sha256.Sum256([]byte("caddy-sslci account\x00" + iss.Token))
 	iss.account = hex.EncodeToString(sum[:8])
 
