@@ -12,6 +12,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"strings"
 	"sync"
@@ -89,6 +90,7 @@ type Issuer struct {
 	account   string         // a non-secret id of the token, to keep accounts' records apart in storage
 	roots     *x509.CertPool // the system's plus TrustedRootsPEMFiles; nil: the system's
 	solver    solver
+	metrics   *metrics
 
 	// acme answers the HTTP check inside Caddy: see GetACMEIssuer.
 	acme *caddytls.ACMEIssuer
@@ -156,7 +158,11 @@ func (iss *Issuer) Provision(ctx caddy.Context) error {
 	if iss.Timeout != 0 {
 		iss.client.HTTPClient.Timeout = time.Duration(iss.Timeout)
 	}
-	iss.client.Logger = ctx.Slogger()
+	iss.client.Logger = slog.New(namesHandler{ctx.Slogger().Handler()})
+	if iss.metrics, err = newMetrics(ctx.GetMetricsRegistry()); err != nil {
+		return fmt.Errorf("sslci: registering metrics: %w", err)
+	}
+	iss.client.Observe = iss.metrics.observe
 	if iss.roots, err = loadTrustedRoots(repl, iss.TrustedRootsPEMFiles); err != nil {
 		return err
 	}

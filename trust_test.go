@@ -1,13 +1,8 @@
 package sslci_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
-	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -102,15 +97,14 @@ func TestRenewalRefusedKeepsCertificate(t *testing.T) {
 			// are left, 12s after issuance: time to inject the fault first,
 			// and to check the handshake before the current one expires.
 			e := newEnv(t, sslcitest.Options{Validity: 30 * time.Second})
-			logFile := filepath.Join(t.TempDir(), "caddy.log")
-			cfg := e.siteConfig(fmt.Sprintf("renew_interval 1s\n\tlog {\n\t\toutput file %s\n\t\tformat json\n\t}", logFile), tc.name, "")
+			cfg := e.siteConfig("renew_interval 1s\n\t"+e.captureLogs(), tc.name, "")
 			cfg = bytes.Replace(cfg, []byte(`"issuers"`), []byte(`"renewal_window_ratio":0.2,"issuers"`), 1)
 			e.startCaddy(cfg)
 			first := e.waitForCertificate(tc.name, nil, time.Minute)
 			e.sim.InjectFault(sslcitest.OpFinalize, tc.fault, 1000)
 			e.sim.ResetRequests()
 
-			entry := waitForLogEntry(t, logFile, "could not get certificate from issuer", time.Minute)
+			entry := e.waitForLogLine("could not get certificate from issuer", time.Minute)
 			msg, _ := entry["error"].(string)
 			for _, want := range []string{tc.name, tc.want, "trusted_roots"} {
 				if !strings.Contains(msg, want) {
@@ -134,25 +128,17 @@ func TestRenewalRefusedKeepsCertificate(t *testing.T) {
 	}
 }
 
-// waitForLogEntry polls Caddy's JSON log file for an entry with message
-// msg and returns it.
-func waitForLogEntry(t *testing.T, file, msg string, limit time.Duration) map[string]any {
-	t.Helper()
+// waitForLogLine polls Caddy's log (see captureLogs) for a line with
+// message msg and returns the first.
+func (e *testEnv) waitForLogLine(msg string, limit time.Duration) map[string]any {
+	e.t.Helper()
 	deadline := time.Now().Add(limit)
 	for {
-		if data, err := os.ReadFile(file); err == nil {
-			sc := bufio.NewScanner(bytes.NewReader(data))
-			sc.Buffer(nil, 1<<20)
-			for sc.Scan() {
-				var entry map[string]any
-				if json.Unmarshal(sc.Bytes(), &entry) == nil && entry["msg"] == msg {
-					return entry
-				}
-			}
+		if lines := e.logLines(msg); len(lines) > 0 {
+			return lines[0]
 		}
 		if time.Now().After(deadline) {
-			data, _ := os.ReadFile(file)
-			t.Fatalf("no log entry %q within %s; log:\n%s", msg, limit, data)
+			e.t.Fatalf("no log line %q within %s; log: %v", msg, limit, e.logLines(""))
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
