@@ -19,6 +19,7 @@ import (
 //	    verification_timeout <duration>
 //	    max_concurrent_requests <n>
 //	    require_csr_key
+//	    trusted_roots        <pem_files...>
 //	    listen_host          <host>
 //	    alt_http_port        <port>
 //	    dns                  <provider_name> [<options>]
@@ -93,6 +94,10 @@ func (iss *Issuer) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 			iss.RequireCSRKey = true
+		case "trusted_roots":
+			if iss.TrustedRootsPEMFiles = d.RemainingArgs(); len(iss.TrustedRootsPEMFiles) == 0 {
+				return d.ArgErr()
+			}
 		case "listen_host":
 			if !d.AllArgs(&iss.ListenHost) {
 				return d.ArgErr()

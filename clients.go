@@ -26,6 +26,8 @@ type clientConfig struct {
 	Token         string
 	Timeout       time.Duration
 	MaxConcurrent int
+	// TrustedRoots are the trusted_roots files, for the endpoint's TLS.
+	TrustedRoots []string
 }
 
 // key is a digest of the config: the token is not kept as a map key.
@@ -57,6 +59,7 @@ func (iss *Issuer) loadClient(ctx caddy.Context) error {
 		Token:         iss.Token,
 		Timeout:       api.DefaultTimeout,
 		MaxConcurrent: api.DefaultMaxConcurrent,
+		TrustedRoots:  iss.TrustedRootsPEMFiles,
 	}
 	if iss.Timeout != 0 {
 		cfg.Timeout = time.Duration(iss.Timeout)
@@ -72,6 +75,11 @@ func (iss *Issuer) loadClient(ctx caddy.Context) error {
 		}
 		c.HTTPClient.Timeout = cfg.Timeout
 		c.MaxConcurrent = cfg.MaxConcurrent
+		if iss.roots != nil {
+			if err := c.SetRootCAs(iss.roots); err != nil {
+				return nil, err
+			}
+		}
 		c.Logger = slog.New(namesHandler{ctx.Slogger().Handler()})
 		slot := new(atomic.Pointer[metrics])
 		c.Observe = func(op api.Op, status int, d time.Duration, err error) {

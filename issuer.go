@@ -72,7 +72,7 @@ func (r *issuance) issue(ctx context.Context, csr *x509.CertificateRequest, name
 		return nil, fmt.Errorf("finalizing the certificate for %s: %w", strings.Join(names, ", "), err)
 	}
 
-	checked, err := checkCertificate(cert, names, csr, time.Now())
+	checked, err := checkCertificate(cert, names, csr, iss.roots, time.Now())
 	if err != nil {
 		return nil, r.refused("unknown", fmt.Errorf("the certificate SSLCI returned for %s was refused: %w", strings.Join(names, ", "), err))
 	}

@@ -8,6 +8,7 @@ package sslci
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -83,14 +84,22 @@ type Issuer struct {
 	// key (the CSR's) is accepted, and anything else is an error.
 	RequireCSRKey bool `json:"require_csr_key,omitempty"`
 
+	// Files of root CA certificates (PEM) to trust besides the system's,
+	// as the ACME issuer's option of the same name: for the endpoint's
+	// HTTPS and for the certificates SSLCI returns, which are refused
+	// unless they chain to a trusted root. Use it for a private SSLCI or a
+	// test simulator. Placeholders are replaced when the config is loaded.
+	TrustedRootsPEMFiles []string `json:"trusted_roots_pem_files,omitempty"`
+
 	client    *api.Client
 	clientKey string // the client's key in clients, set by Provision
 	// clientMetrics is the shared client's metrics slot: the issuer
 	// provisioned last (the newest config) receives its API metrics.
 	clientMetrics *atomic.Pointer[metrics]
 	logger        *zap.Logger
-	issuerKey     string // IssuerKey, set by Provision
-	account       string // a non-secret id of the token, to keep accounts' records apart in storage
+	issuerKey     string         // IssuerKey, set by Provision
+	account       string         // a non-secret id of the token, to keep accounts' records apart in storage
+	roots         *x509.CertPool // the system's plus TrustedRootsPEMFiles; nil: the system's
 	solver        solver
 	metrics       *metrics
 
@@ -149,6 +158,9 @@ func (iss *Issuer) Provision(ctx caddy.Context) error {
 	}
 	iss.issuerKey = issuerKeyFor(iss.Endpoint)
 
+	if iss.roots, err = loadTrustedRoots(repl, iss.TrustedRootsPEMFiles); err != nil {
+		return err
+	}
 	if err := iss.loadClient(ctx); err != nil {
 		return err
 	}
