@@ -28,7 +28,7 @@ func (e *testEnv) manySites(n int, issuerExtra string) []byte {
 		issuerExtra = "\n\t\t" + issuerExtra
 	}
 	var b strings.Builder
-	b.WriteString(e.globalOptions(fmt.Sprintf("cert_issuer sslci {env.SSLCI_TEST_TOKEN} {\n\t\tendpoint %s%s\n\t}", e.sim.URL(), issuerExtra)))
+	b.WriteString(e.globalOptions(fmt.Sprintf("cert_issuer sslci {env.SSLCI_TEST_TOKEN} {\n\t\tendpoint %s\n\t\ttrusted_roots %s%s\n\t}", e.sim.URL(), e.rootFile, issuerExtra)))
 	for i := range n {
 		fmt.Fprintf(&b, "\nn%d.scale.test {\n\trespond \"hello\"\n}\n", i)
 	}
