@@ -3,8 +3,8 @@ package sslci_test
 import (
 	"context"
 	"errors"
-	"strings"
 	"sync"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/certmagic"
@@ -25,10 +25,11 @@ type faultPlan struct {
 	failAt int  // the 1-based write that fails; 0: none
 	kill   bool // the write at failAt and all later ones hang until their context ends
 
-	mu      sync.Mutex
-	writes  []storageWrite
-	tripped chan struct{} // closed at write failAt
-	killed  chan struct{} // closed by release: hung writes return
+	mu       sync.Mutex
+	writes   []storageWrite
+	tripped  chan struct{} // closed at write failAt
+	released bool          // the Caddy is stopped: no write reaches the disk
+	killed   chan struct{} // closed by release: hung writes return
 }
 
 type storageWrite struct {
@@ -46,10 +47,10 @@ func (p *faultPlan) write(ctx context.Context, op, key string, value []byte, do 
 	p.mu.Lock()
 	n := len(p.writes) + 1
 	p.writes = append(p.writes, storageWrite{op: op, key: key, value: value})
-	dead := p.kill && p.failAt > 0 && n >= p.failAt
 	if n == p.failAt {
 		close(p.tripped)
 	}
+	dead := p.released || p.kill && p.failAt > 0 && n >= p.failAt
 	p.mu.Unlock()
 	switch {
 	case dead:
@@ -64,14 +65,26 @@ func (p *faultPlan) write(ctx context.Context, op, key string, value []byte, do 
 	return do()
 }
 
-// release lets hung writes return (without writing), once their Caddy is stopped.
+// release, once its Caddy is stopped, lets hung writes return and keeps
+// any later one (a straggling goroutine) from the disk.
 func (p *faultPlan) release() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	select {
-	case <-p.killed:
-	default:
+	if !p.released {
+		p.released = true
 		close(p.killed)
+	}
+}
+
+// waitQuiet waits until no write has come for d (at most a minute).
+func (p *faultPlan) waitQuiet(d time.Duration) {
+	last, since := -1, time.Now()
+	for start := time.Now(); time.Since(start) < time.Minute; time.Sleep(50 * time.Millisecond) {
+		if n := len(p.recorded()); n != last {
+			last, since = n, time.Now()
+		} else if time.Since(since) >= d {
+			return
+		}
 	}
 }
 
@@ -112,17 +125,6 @@ func (m *faultStorageModule) CertMagicStorage() (certmagic.Storage, error) {
 		return nil, errors.New("no fault plan " + m.Plan)
 	}
 	return faultStorage{FileStorage: &certmagic.FileStorage{Path: m.Root}, plan: p.(*faultPlan)}, nil
-}
-
-// writesUnder returns the recorded writes of keys with prefix, as "op key".
-func writesUnder(ws []storageWrite, prefix string) []string {
-	var out []string
-	for _, w := range ws {
-		if strings.HasPrefix(w.key, prefix) {
-			out = append(out, w.op+" "+w.key)
-		}
-	}
-	return out
 }
 
 var (

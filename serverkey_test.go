@@ -296,3 +296,146 @@ func TestPeerRepairsWithoutRestart(t *testing.T) {
 		})
 	}
 }
+
+// A storage that fails, or stops answering for good (a kill -9), at any one
+// write of a first issuance of two names, or of their renewal, leaves
+// storage from which a fresh Caddy serves every name, with its key stored
+// beside it.
+func TestStorageFaultAtEveryWrite(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts Caddy twice per write")
+	}
+	names := []string{"one.test", "two.test"}
+	for _, phase := range []string{"issuance", "renewal"} {
+		t.Run(phase, func(t *testing.T) {
+			e := newEnv(t, sslcitest.Options{VerificationWindow: 400 * 24 * time.Hour})
+			snapshot := t.TempDir()
+			renewal := phase == "renewal"
+			if renewal {
+				// Certificates SSLCI made 89 days ago: a day left of 90, so
+				// Caddy renews them when it starts.
+				e.sim.Advance(-89 * 24 * time.Hour)
+				e.faultRun(t, snapshot, newFaultPlan(0, false), names, false)
+				stopCaddy(t)
+				e.sim.Advance(89 * 24 * time.Hour)
+			}
+
+			clean := newFaultPlan(0, false)
+			e.faultRun(t, copyDir(t, snapshot), clean, names, renewal)
+			clean.waitQuiet(time.Second)
+			stopCaddy(t)
+			clean.release()
+			writes := clean.recorded()
+			for i, w := range writes {
+				t.Logf("write %d: %s %s", i+1, w.op, w.key)
+			}
+
+			var tried, unservable int
+			for _, kill := range []bool{false, true} {
+				for k := 1; k <= len(writes); k++ {
+					dir := copyDir(t, snapshot)
+					plan := newFaultPlan(k, kill)
+					id := fmt.Sprintf("%s/%v/%d", t.Name(), kill, k)
+					faultPlans.Store(id, plan)
+					runCaddy(t, e.keyConfig(map[string]any{"module": "sslci_test_faults", "root": dir, "plan": id},
+						filepath.Join(dir, "..", fmt.Sprintf("faulty-%v-%d.log", kill, k)), "", names...))
+					select {
+					case <-plan.tripped:
+					case <-time.After(30 * time.Second):
+					}
+					if !kill {
+						plan.waitQuiet(time.Second)
+					}
+					stopCaddy(t)
+					plan.release()
+					tried++
+
+					fresh := newFaultPlan(0, false)
+					faultPlans.Store(id+"/fresh", fresh)
+					logFile := filepath.Join(dir, "..", fmt.Sprintf("fresh-%v-%d.log", kill, k))
+					// Maintenance every second: a job of the stopped Caddy may
+					// still hold its name in certmagic's process-wide job queue
+					// when this one starts (a killed process would not).
+					runCaddy(t, e.keyConfig(map[string]any{"module": "sslci_test_faults", "root": dir, "plan": id + "/fresh"}, logFile, "renew_interval 1s", names...))
+					for _, name := range names {
+						if err := e.waitServed(dir, name, renewal, 30*time.Second); err != nil {
+							unservable++
+							t.Errorf("kill=%v at write %d (%s %s): %s not served: %v", kill, k, writes[k-1].op, writes[k-1].key, name, err)
+						}
+					}
+					stopCaddy(t)
+					fresh.release()
+				}
+			}
+			t.Logf("%s: %d writes; %d faults tried (%d failed writes, %d kills); names left unservable: %d",
+				phase, len(writes), tried, tried/2, tried/2, unservable)
+		})
+	}
+}
+
+// faultRun starts Caddy on dir through plan and waits until every name is served.
+func (e *testEnv) faultRun(t *testing.T, dir string, plan *faultPlan, names []string, renewed bool) {
+	t.Helper()
+	faultPlans.Store(dir, plan)
+	runCaddy(t, e.keyConfig(map[string]any{"module": "sslci_test_faults", "root": dir, "plan": dir},
+		filepath.Join(t.TempDir(), "caddy.log"), "", names...))
+	for _, name := range names {
+		if err := e.waitServed(dir, name, renewed, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// waitServed waits until Caddy serves name with a chain that verifies and
+// the certificate and key stored in dir are a pair; renewed: a certificate
+// with more than a month left.
+func (e *testEnv) waitServed(dir, name string, renewed bool, limit time.Duration) error {
+	var err error
+	for deadline := time.Now().Add(limit); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		var served *x509.Certificate
+		if served, err = e.handshake(name); err != nil {
+			continue
+		}
+		var certPEM []byte
+		if certPEM, _, err = e.storedPair(dir, name); err != nil {
+			continue
+		}
+		stored := leafOf(e.t, certPEM)
+		switch {
+		case renewed && time.Until(stored.NotAfter) < 30*24*time.Hour:
+			err = fmt.Errorf("stored certificate expires %s: not renewed", stored.NotAfter)
+		case renewed && time.Until(served.NotAfter) < 30*24*time.Hour:
+			err = fmt.Errorf("served certificate expires %s: not renewed", served.NotAfter)
+		default:
+			return nil
+		}
+	}
+	return err
+}
+
+// copyDir returns a new directory with the files of src.
+func copyDir(t *testing.T, src string) string {
+	t.Helper()
+	dst := filepath.Join(t.TempDir(), "storage")
+	err := filepath.WalkDir(src, func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		rel, _ := filepath.Rel(src, p)
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(dst, rel)), 0o700); err != nil {
+			return err
+		}
+		return os.WriteFile(filepath.Join(dst, rel), data, 0o600)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(dst, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	return dst
+}
