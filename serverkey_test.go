@@ -142,6 +142,16 @@ func TestKeyStoredBeforeCertificate(t *testing.T) {
 	plan := newFaultPlan(0, false)
 	faultPlans.Store(t.Name(), plan)
 	name := "order.test"
+	// Kept keys whose certificate never came: a stale one goes at the
+	// next issuance, a recent one stays.
+	keysDir := path.Join("sslci", certmagic.StorageKeys.Safe(e.issuerKey()), "keys")
+	stale, recent := path.Join(keysDir, "stale.pem"), path.Join(keysDir, "recent.pem")
+	writeFile(t, e.storageDir, stale, foreignKeyPEM(t))
+	writeFile(t, e.storageDir, recent, foreignKeyPEM(t))
+	old := time.Now().Add(-25 * time.Hour)
+	if err := os.Chtimes(filepath.Join(e.storageDir, stale), old, old); err != nil {
+		t.Fatal(err)
+	}
 	runCaddy(t, e.keyConfig(map[string]any{"module": "sslci_test_faults", "root": e.storageDir, "plan": t.Name()},
 		filepath.Join(t.TempDir(), "caddy.log"), "", name))
 	leaf := e.waitForCertificate(name, nil, time.Minute)
@@ -176,8 +186,8 @@ func TestKeyStoredBeforeCertificate(t *testing.T) {
 	if meta := e.storedMetadata(name); meta["key_source"] != "sslci" {
 		t.Errorf("key_source = %v, want sslci", meta["key_source"])
 	}
-	if files := e.storageFiles(path.Dir(kept)); len(files) != 0 {
-		t.Errorf("kept keys left: %v", files)
+	if files := e.storageFiles(keysDir); !slices.Equal(files, []string{recent}) {
+		t.Errorf("kept keys left: %v, want only %s", files, recent)
 	}
 }
 
