@@ -78,8 +78,7 @@ type serverKeys struct {
 }
 
 type pendingKey struct {
-	pem   []byte   // SSLCI's key
-	spki  [32]byte // the SHA-256 of its public key, the certificate's
+	pem   []byte // SSLCI's key
 	added time.Time
 }
 
@@ -95,9 +94,8 @@ func (iss *Issuer) keptKeysDir() string {
 // keepServerKey makes SSLCI's key for leaf durable, and known to keyStorage
 // by the CSR's public key, before Issue returns the certificate.
 func (iss *Issuer) keepServerKey(ctx context.Context, csr *x509.CertificateRequest, leaf *x509.Certificate, keyPEM []byte) error {
-	spki := sha256.Sum256(leaf.RawSubjectPublicKeyInfo)
 	storage := iss.getStorage()
-	if err := storage.Store(ctx, iss.keptKeyPath(spki), keyPEM); err != nil {
+	if err := storage.Store(ctx, iss.keptKeyPath(sha256.Sum256(leaf.RawSubjectPublicKeyInfo)), keyPEM); err != nil {
 		return err
 	}
 	iss.removeStaleKeptKeys(ctx, storage)
@@ -113,7 +111,7 @@ func (iss *Issuer) keepServerKey(ctx context.Context, csr *x509.CertificateReque
 			delete(iss.keys.pending, h)
 		}
 	}
-	iss.keys.pending[sha256.Sum256(csr.RawSubjectPublicKeyInfo)] = pendingKey{pem: keyPEM, spki: spki, added: now}
+	iss.keys.pending[sha256.Sum256(csr.RawSubjectPublicKeyInfo)] = pendingKey{pem: keyPEM, added: now}
 	return nil
 }
 
