@@ -24,6 +24,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/certmagic"
 
+	sslci "github.com/sslci/caddy-sslci"
 	"github.com/sslci/caddy-sslci/api"
 	"github.com/sslci/caddy-sslci/sslcitest"
 )
@@ -122,6 +123,19 @@ func writeFile(t testing.TB, dir, key string, data []byte) {
 	}
 }
 
+// filesUnder lists the storage keys under prefix in the file storage at dir.
+func filesUnder(dir, prefix string) []string {
+	var keys []string
+	filepath.WalkDir(filepath.Join(dir, prefix), func(p string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			rel, _ := filepath.Rel(dir, p)
+			keys = append(keys, filepath.ToSlash(rel))
+		}
+		return nil
+	})
+	return keys
+}
+
 func logContains(t testing.TB, file, msg string) bool {
 	t.Helper()
 	data, _ := os.ReadFile(file)
@@ -186,7 +200,7 @@ func TestKeyStoredBeforeCertificate(t *testing.T) {
 	if meta := e.storedMetadata(name); meta["key_source"] != "sslci" {
 		t.Errorf("key_source = %v, want sslci", meta["key_source"])
 	}
-	if files := e.storageFiles(keysDir); !slices.Equal(files, []string{recent}) {
+	if files := filesUnder(e.storageDir, keysDir); !slices.Equal(files, []string{recent}) {
 		t.Errorf("kept keys left: %v, want only %s", files, recent)
 	}
 }
@@ -228,7 +242,7 @@ func TestForeignKeyRepairedAtStart(t *testing.T) {
 				if !logContains(t, logFile, logInstalled) || !logContains(t, logFile, `"identifier":"repair.test"`) {
 					t.Errorf("the log does not say the kept key was installed for %s", name)
 				}
-				if files := e.storageFiles(path.Dir(e.keptKeyPath(first))); len(files) != 0 {
+				if files := filesUnder(e.storageDir, path.Dir(e.keptKeyPath(first))); len(files) != 0 {
 					t.Errorf("kept keys left: %v", files)
 				}
 			} else {
@@ -263,7 +277,7 @@ func TestPeerRepairsWithoutRestart(t *testing.T) {
 
 			// The peer's certificate, made 40s later as SSLCI sees it (so it
 			// is not due when this Caddy looks), stored with a foreign key.
-			csr, _ := newCSR(t, name)
+			csr, _ := sslci.NewCSR(t, name)
 			client, err := api.New(e.sim.URL(), e.sim.Token())
 			if err != nil {
 				t.Fatal(err)
