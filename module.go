@@ -6,7 +6,6 @@
 package sslci
 
 import (
-	"context"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
@@ -108,9 +107,9 @@ type Issuer struct {
 
 	mu      sync.Mutex
 	storage certmagic.Storage
-	// serverKeys holds private keys SSLCI generated, by the SHA-256 of the
-	// CSR they replace, until certmagic has stored the certificate.
-	serverKeys map[[32]byte]heldKey
+	// keys are SSLCI's keys waiting for certmagic to store their
+	// certificate: see serverkey.go.
+	keys serverKeys
 }
 
 // CaddyModule returns the Caddy module information.
@@ -130,7 +129,6 @@ const defaultVerificationTimeout = 5 * time.Minute
 // package's it returns, start with "sslci: ".
 func (iss *Issuer) Provision(ctx caddy.Context) error {
 	iss.logger = ctx.Logger()
-	iss.serverKeys = make(map[[32]byte]heldKey)
 	repl := caddy.NewReplacer()
 
 	// The replacer's errors quote what they could not replace, which may be
@@ -234,8 +232,8 @@ func (iss *Issuer) checkConfig() error {
 // SetConfig is called by Caddy with the certmagic config this issuer's
 // automation policy uses. We take its storage (so challenges and
 // verification records are shared by every Caddy on that storage), hand it
-// to the embedded ACME issuer that answers HTTP checks, and hook its events
-// to store SSLCI's private key when a certificate is for a key SSLCI made.
+// to the embedded ACME issuer that answers HTTP checks, and wrap it so that
+// SSLCI's private keys are stored safely (serverkey.go).
 func (iss *Issuer) SetConfig(cfg *certmagic.Config) {
 	iss.mu.Lock()
 	if cfg.Storage != nil {
@@ -245,16 +243,7 @@ func (iss *Issuer) SetConfig(cfg *certmagic.Config) {
 	if iss.acme != nil {
 		iss.acme.SetConfig(cfg)
 	}
-	next := cfg.OnEvent
-	cfg.OnEvent = func(ctx context.Context, event string, data map[string]any) error {
-		if event == "cert_obtained" {
-			iss.adoptServerKey(ctx, cfg.Storage, data)
-		}
-		if next != nil {
-			return next(ctx, event, data)
-		}
-		return nil
-	}
+	iss.guardKeys(cfg)
 }
 
 // GetACMEIssuer returns the embedded ACME issuer that answers SSLCI's HTTP
