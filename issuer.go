@@ -7,7 +7,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -21,12 +20,18 @@ import (
 
 // This file is the Issue flow (certmagic.Issuer): certmagic calls Issue
 // with a CSR for the names of one certificate, holding its lock for them,
-// and stores what it returns with the CSR's key (see certcheck.go).
+// and stores what it returns with the CSR's key (see certcheck.go). Every
+// order and certificate it asks for is written to the ledger first
+// (ledger.go), so that a failed step can be retried within the Issue once
+// SSLCI's list has told what the lost answer had made (reconcile.go).
 
-// Issue obtains a certificate for csr: it verifies every name on it that
-// has no recent verification, concurrently, finalizes the whole set once and
-// checks the answer before returning it. On failure the orders this call
-// created and still pending are cancelled and no challenge is left behind.
+// Issue obtains a certificate for csr: it settles what earlier attempts
+// for these names left at SSLCI, verifies every name on the CSR that has
+// no recent verification, concurrently (resuming a pending order left by
+// a Caddy that stopped), finalizes the whole set and checks the answer
+// before returning it. A step that fails for a passing reason is retried
+// within the call. On failure the orders this call created and still
+// pending are cancelled and no challenge is left behind.
 func (iss *Issuer) Issue(ctx context.Context, csr *x509.CertificateRequest) (*certmagic.IssuedCertificate, error) {
 	names, err := csrNames(csr)
 	if err == nil {
@@ -36,9 +41,10 @@ func (iss *Issuer) Issue(ctx context.Context, csr *x509.CertificateRequest) (*ce
 		return nil, fmt.Errorf("sslci: %w", err)
 	}
 	// As certmagic's ZeroSSL issuer: the names once, on every line logged.
-	run := &issuance{iss: iss, logger: iss.logger.With(zap.Strings("identifiers", names)), orders: make(map[string]int64)}
-	defer run.cancelPending()
+	run := &issuance{iss: iss, logger: iss.logger.With(zap.Strings("identifiers", names)), names: names,
+		orders: make(map[string]*orderRecord)}
 	issued, err := run.issue(ctx, csr, names)
+	run.cleanUp(err != nil)
 	if err != nil {
 		return nil, fmt.Errorf("sslci: %w", err)
 	}
@@ -47,12 +53,29 @@ func (iss *Issuer) Issue(ctx context.Context, csr *x509.CertificateRequest) (*ce
 
 func (r *issuance) issue(ctx context.Context, csr *x509.CertificateRequest, names []string) (*certmagic.IssuedCertificate, error) {
 	iss := r.iss
-	reused, err := r.verifyAll(ctx, names)
+	var reused, fresh []string
+	for _, name := range names {
+		if iss.recentlyVerified(ctx, name) {
+			reused = append(reused, name)
+		} else {
+			fresh = append(fresh, name)
+		}
+	}
+	// Records of these names exist only after a crash or a failure:
+	// settle them first (one GET list), keeping pending orders to resume.
+	var resumable map[string]*orderRecord
+	err := r.retry(ctx, func() (err error) {
+		resumable, err = iss.reconcile(ctx, forNames(names), fresh)
+		return err
+	})
 	if err != nil {
+		return nil, fmt.Errorf("reconciling earlier requests for %s with SSLCI's list: %w", strings.Join(names, ", "), err)
+	}
+	if err := r.verifyAll(ctx, fresh, resumable); err != nil {
 		return nil, err
 	}
 	csrPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csr.Raw})
-	cert, err := iss.client.Finalize(ctx, names, csrPEM)
+	cert, err := r.finalize(ctx, names, csrPEM)
 	if err != nil && len(reused) > 0 && (errors.Is(err, api.ErrInvalidRequest) || errors.Is(err, api.ErrRejected)) {
 		// Our records said these names were verified; SSLCI may disagree
 		// (a verification revoked, a clock apart). Verify them and try once more.
@@ -61,10 +84,10 @@ func (r *issuance) issue(ctx context.Context, csr *x509.CertificateRequest, name
 		for _, name := range reused {
 			iss.forgetVerification(ctx, name)
 		}
-		if _, err := r.verifyAll(ctx, reused); err != nil {
+		if err := r.verifyAll(ctx, reused, nil); err != nil {
 			return nil, err
 		}
-		cert, err = iss.client.Finalize(ctx, names, csrPEM)
+		cert, err = r.finalize(ctx, names, csrPEM)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("finalizing the certificate for %s: %w", strings.Join(names, ", "), err)
@@ -72,17 +95,20 @@ func (r *issuance) issue(ctx context.Context, csr *x509.CertificateRequest, name
 
 	checked, err := checkCertificate(cert, names, csr, time.Now())
 	if err != nil {
+		r.refuse(ctx, cert)
 		return nil, fmt.Errorf("the certificate SSLCI returned for %s was refused: %w", strings.Join(names, ", "), err)
 	}
 	keySource := "csr"
 	if checked.serverKey != nil {
 		if iss.RequireCSRKey {
+			r.refuse(ctx, cert)
 			return nil, fmt.Errorf("SSLCI returned a certificate for %s for a private key it generated itself, and require_csr_key is set; "+
 				"the certificate was not used (SSLCI did not sign Caddy's CSR)", strings.Join(names, ", "))
 		}
 		iss.holdServerKey(sha256.Sum256(csr.Raw), checked.serverKey)
 		keySource = "sslci"
 	}
+	r.obtained(ctx, checked.leaf.NotAfter)
 
 	orders := r.orderMap()
 	r.logger.Info("certificate issued by SSLCI",
@@ -117,28 +143,29 @@ type metadata struct {
 type issuance struct {
 	iss    *Issuer
 	logger *zap.Logger // the issuer's, with the certificate's names
+	names  []string
 
 	mu        sync.Mutex
-	orders    map[string]int64 // orders this call created, by name
-	confirmed []int64          // of those, the ones SSLCI confirmed
+	orders    map[string]*orderRecord // the orders this call uses, by name
+	confirmed []int64                 // of those, the ones SSLCI confirmed
+	// unsettled: a request's answer was lost, or a refused certificate
+	// could not be deleted: reconcile before sending again, and on the way out.
+	unsettled bool
+	cert      *certRecord // the finalize answered
 }
 
-// verifyAll verifies the names concurrently, skipping those verified
-// recently; it returns the skipped ones. The first failure cancels the rest.
-func (r *issuance) verifyAll(ctx context.Context, names []string) (reused []string, _ error) {
+// verifyAll verifies the names concurrently, resuming the orders given.
+// The first failure cancels the rest.
+func (r *issuance) verifyAll(ctx context.Context, names []string, resume map[string]*orderRecord) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	var wg sync.WaitGroup
 	errs := make([]error, len(names))
 	for i, name := range names {
-		if r.iss.recentlyVerified(ctx, name) {
-			reused = append(reused, name)
-			continue
-		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if errs[i] = r.verify(ctx, name); errs[i] != nil {
+			if errs[i] = r.verify(ctx, name, resume[name]); errs[i] != nil {
 				cancel(errs[i])
 			}
 		}()
@@ -146,39 +173,53 @@ func (r *issuance) verifyAll(ctx context.Context, names []string) (reused []stri
 	wg.Wait()
 	// Report the failure that caused the others, not the cancellations.
 	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
-		return nil, cause
+		return cause
 	}
-	return reused, errors.Join(errs...)
+	return errors.Join(errs...)
 }
 
-// verify runs one name through request, present, confirm and clean-up.
-func (r *issuance) verify(ctx context.Context, name string) error {
+// verify runs one name through request (or the order to resume), present,
+// confirm and clean-up.
+func (r *issuance) verify(ctx context.Context, name string, rec *orderRecord) error {
 	iss := r.iss
-	v, err := iss.client.RequestVerification(ctx, name, iss.Method)
-	if err != nil {
-		return fmt.Errorf("%s: requesting a verification: %w", name, err)
+	if rec != nil {
+		r.logger.Info("resuming an SSLCI order left pending", zap.String("identifier", name), zap.Int64("order_id", rec.OrderID))
+		r.use(rec)
 	}
-	r.mu.Lock()
-	r.orders[name] = v.OrderID
-	r.mu.Unlock()
-	if !strings.EqualFold(strings.TrimSuffix(v.Domain, "."), name) {
-		return fmt.Errorf("%s: SSLCI answered with a verification for %q (order %d)", name, v.Domain, v.OrderID)
+	for {
+		resumed := rec != nil
+		if !resumed {
+			var err error
+			if rec, err = r.request(ctx, name); err != nil {
+				return fmt.Errorf("%s: requesting a verification: %w", name, err)
+			}
+		}
+		v := rec.verification()
+		cleanUp, err := iss.solver.present(ctx, v)
+		if err != nil {
+			return fmt.Errorf("%s: putting the %s challenge in place (order %d): %w", name, v.Method, v.OrderID, err)
+		}
+		err = r.retry(ctx, func() error { return r.confirm(ctx, v) })
+		cleanUp()
+		if err != nil && resumed && !transient(err) && ctx.Err() == nil {
+			// The order left behind cannot be confirmed (gone, or its
+			// check fails): cancel it and verify with a new one.
+			r.logger.Info("the resumed SSLCI order could not be confirmed; requesting a new one",
+				zap.String("identifier", name), zap.Int64("order_id", v.OrderID), zap.Error(err))
+			r.cancel(ctx, rec)
+			rec = nil
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("%s: confirming the verification (order %d): %w", name, v.OrderID, err)
+		}
+		r.mu.Lock()
+		r.confirmed = append(r.confirmed, v.OrderID)
+		r.mu.Unlock()
+		iss.drop(ctx, rec.key) // confirmed: not pending any more
+		iss.rememberVerification(ctx, name, v.OrderID)
+		return nil
 	}
-
-	cleanUp, err := iss.solver.present(ctx, v)
-	if err != nil {
-		return fmt.Errorf("%s: putting the %s challenge in place (order %d): %w", name, v.Method, v.OrderID, err)
-	}
-	defer cleanUp()
-
-	if err := r.confirm(ctx, v); err != nil {
-		return fmt.Errorf("%s: confirming the verification (order %d): %w", name, v.OrderID, err)
-	}
-	r.mu.Lock()
-	r.confirmed = append(r.confirmed, v.OrderID)
-	r.mu.Unlock()
-	iss.rememberVerification(ctx, name, v.OrderID)
-	return nil
 }
 
 // confirm asks SSLCI to check the verification, and asks again with
@@ -207,31 +248,51 @@ func (r *issuance) confirm(ctx context.Context, v *api.Verification) error {
 	}
 }
 
-// cancelPending cancels the orders this call created that SSLCI has not
-// confirmed, whatever happened, with a context of its own: the caller's may
-// be cancelled already. Confirmed orders are kept: they hold the
-// verification a later finalize can use.
-func (r *issuance) cancelPending() {
-	r.mu.Lock()
-	var pending []int64
-	for _, id := range r.orders {
-		if !slices.Contains(r.confirmed, id) {
-			pending = append(pending, id)
-		}
-	}
-	r.mu.Unlock()
-	if len(pending) == 0 {
-		return
-	}
+// cleanUp runs whatever happened, with a context of its own (the caller's
+// may be cancelled already): it cancels the orders this call used that
+// SSLCI has not confirmed (confirmed ones hold the verification a later
+// finalize can use), and, if the call failed, settles what a lost answer
+// left (a call that succeeded settled each before sending again).
+func (r *issuance) cleanUp(failed bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	for _, id := range pending {
-		if err := r.iss.client.Delete(ctx, api.RecordOrder, id); err != nil {
-			r.logger.Error("cancelling an SSLCI order", zap.Int64("order_id", id), zap.Error(err))
-			continue
+	r.mu.Lock()
+	var pending []*orderRecord
+	for _, rec := range r.orders {
+		if !slices.Contains(r.confirmed, rec.OrderID) {
+			pending = append(pending, rec)
 		}
-		r.logger.Info("cancelled SSLCI order", zap.Int64("order_id", id))
 	}
+	unsettled := r.unsettled
+	r.mu.Unlock()
+	for _, rec := range pending {
+		r.cancel(ctx, rec)
+	}
+	if failed && unsettled {
+		if _, err := r.iss.reconcile(ctx, forNames(r.names), nil); err != nil {
+			r.logger.Warn("reconciling with SSLCI's list; left for the next issuance of these names", zap.Error(err))
+		}
+	}
+	r.iss.saveFloor(ctx)
+}
+
+// cancel cancels a pending order of this call and drops its record; on
+// failure the record stays, for a later reconciliation.
+func (r *issuance) cancel(ctx context.Context, rec *orderRecord) {
+	r.mu.Lock()
+	if r.orders[rec.Domain] == rec {
+		delete(r.orders, rec.Domain)
+	}
+	r.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	// A 400 is "no such order": gone already.
+	if err := r.iss.client.Delete(ctx, api.RecordOrder, rec.OrderID); err != nil && !errors.Is(err, api.ErrInvalidRequest) {
+		r.logger.Error("cancelling an SSLCI order; left for a later reconciliation", zap.Int64("order_id", rec.OrderID), zap.Error(err))
+		return
+	}
+	r.iss.drop(ctx, rec.key)
+	r.logger.Info("cancelled SSLCI order", zap.Int64("order_id", rec.OrderID))
 }
 
 func (r *issuance) orderMap() map[string]int64 {
@@ -240,7 +301,11 @@ func (r *issuance) orderMap() map[string]int64 {
 	if len(r.orders) == 0 {
 		return nil
 	}
-	return maps.Clone(r.orders)
+	out := make(map[string]int64, len(r.orders))
+	for name, rec := range r.orders {
+		out[name] = rec.OrderID
+	}
+	return out
 }
 
 // serverKeyHold bounds how long a key SSLCI generated waits for certmagic to

@@ -89,6 +89,8 @@ type Issuer struct {
 	// serverKeys holds private keys SSLCI generated, by the SHA-256 of the
 	// CSR they replace, until certmagic has stored the certificate.
 	serverKeys map[[32]byte]heldKey
+
+	ledger ledger // what this Caddy created at SSLCI: ledger.go
 }
 
 // CaddyModule returns the Caddy module information.
@@ -219,6 +221,7 @@ func (iss *Issuer) SetConfig(cfg *certmagic.Config) {
 		iss.storage = cfg.Storage
 	}
 	iss.mu.Unlock()
+	iss.startSweep() // what a Caddy that stopped left at SSLCI: reconcile.go
 	if iss.acme != nil {
 		iss.acme.SetConfig(cfg)
 	}
