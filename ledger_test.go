@@ -1,11 +1,18 @@
 package sslci_test
 
 import (
+	"context"
+	"crypto/x509"
 	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	sslci "github.com/sslci/caddy-sslci"
+	"github.com/sslci/caddy-sslci/api"
 	"github.com/sslci/caddy-sslci/sslcitest"
 )
 
@@ -133,4 +140,121 @@ func TestCrashThenFreshCaddy(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A certificate our checks refuse is ours and never stored: it is deleted
+// at SSLCI, whether its leaf parsed (matched by names and end_time) or not
+// (matched as a lost answer).
+func TestRefusedCertificateDeleted(t *testing.T) {
+	e := newEnv(t, sslcitest.Options{})
+	iss := e.startIssuer(nil)
+	for _, fault := range []sslcitest.Fault{sslcitest.FaultWrongNames, sslcitest.FaultWrongKey, sslcitest.FaultBrokenPEM, sslcitest.FaultExpired} {
+		t.Run(string(fault), func(t *testing.T) {
+			e.sim.InjectFault(sslcitest.OpFinalize, fault, 1)
+			csr, _ := sslci.NewCSR(t, "refused.test")
+			if _, err := iss.Issue(context.Background(), csr); err == nil || !strings.Contains(err.Error(), "refused") {
+				t.Fatalf("Issue = %v, want the certificate refused", err)
+			}
+			if !e.faultSeen(sslcitest.OpFinalize, fault) {
+				t.Fatal("the fault was not applied")
+			}
+			if certs := e.sim.Certificates(e.sim.Token()); len(certs) != 0 {
+				t.Errorf("refused certificates left at SSLCI: %+v", certs)
+			}
+			e.checkNothingLeft(t)
+		})
+	}
+}
+
+// Orders and certificates another client of the same account made are
+// never cancelled nor deleted, for the same domain neither, even when
+// this Caddy lost answers at the same time; what cannot be told apart is
+// left alone until it can (here: once the other client is done, the
+// sweep of a restarted Caddy settles what was ours).
+func TestOwnershipOtherClient(t *testing.T) {
+	e := newEnv(t, sslcitest.Options{})
+	ctx := context.Background()
+	other, err := api.New(e.sim.URL(), e.sim.Token())
+	if err != nil {
+		t.Fatal(err)
+	}
+	request := func(domain string) int64 {
+		v, err := other.RequestVerification(ctx, domain, api.MethodHTTP)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v.OrderID
+	}
+	// Before this Caddy's first request: one for the same domain.
+	otherOrders := []int64{request("own.test"), request("elsewhere.test")}
+
+	iss := e.startIssuer(nil)
+	issue := func() *x509.Certificate {
+		t.Helper()
+		e.sim.InjectFault(sslcitest.OpRequest, sslcitest.FaultLostAfter, 1)
+		e.sim.InjectFault(sslcitest.OpFinalize, sslcitest.FaultCutAfter, 1)
+		csr, _ := sslci.NewCSR(t, "own.test")
+		cert, err := iss.Issue(ctx, csr)
+		if err != nil {
+			t.Fatalf("Issue: %v", err)
+		}
+		e.keep(cert.Certificate, "own.test")
+		return e.parseChain(cert.Certificate, "own.test")
+	}
+	first := issue()
+
+	// After it: the other client finalizes the same name (the account has
+	// it verified) and requests it again; then this Caddy verifies and
+	// finalizes again, losing both answers: two candidates for each lost
+	// answer, none provably ours, all left alone.
+	if _, err := other.Finalize(ctx, []string{"own.test"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	certs := e.sim.Certificates(e.sim.Token())
+	otherCert := certs[len(certs)-1].ID
+	otherOrders = append(otherOrders, request("own.test"))
+	e.sim.ExpireVerifications()
+	dirs, _ := filepath.Glob(filepath.Join(e.storageDir, "sslci", "*", "*", "verifications"))
+	for _, d := range dirs {
+		os.RemoveAll(d)
+	}
+	issue()
+
+	pending := e.sim.PendingOrders(e.sim.Token())
+	for _, id := range otherOrders {
+		if !slices.ContainsFunc(pending, func(o sslcitest.Order) bool { return o.ID == id }) {
+			t.Errorf("the other client's order %d was cancelled", id)
+		}
+	}
+	if !slices.ContainsFunc(e.sim.Certificates(e.sim.Token()), func(c sslcitest.Certificate) bool { return c.ID == otherCert }) {
+		t.Errorf("the other client's certificate %d was deleted", otherCert)
+	}
+	if len(pending) != len(otherOrders)+1 {
+		t.Errorf("pending orders %+v: want the other client's and this Caddy's unprovable one", pending)
+	}
+
+	// The other client finishes; a restarted Caddy's sweep settles ours.
+	if err := other.Delete(ctx, api.RecordOrder, otherOrders[2]); err != nil {
+		t.Fatal(err)
+	}
+	if err := other.Delete(ctx, api.RecordCertificate, otherCert); err != nil {
+		t.Fatal(err)
+	}
+	otherOrders = otherOrders[:2]
+	defer sslci.SetSweepDelay(0)()
+	e.restartIssuer(nil)
+	var superseded []int64 // the first certificate: stored once, replaced, kept as history
+	for _, c := range e.sim.Certificates(e.sim.Token()) {
+		if c.EndTime.Equal(first.NotAfter) {
+			superseded = append(superseded, c.ID)
+		}
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for len(e.sim.PendingOrders(e.sim.Token())) > len(otherOrders) || len(e.sim.Certificates(e.sim.Token())) > 2 {
+		if time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	e.checkEndState(t, []string{"own.test"}, otherOrders, superseded)
 }

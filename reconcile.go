@@ -396,10 +396,15 @@ func (iss *Issuer) settle(ctx context.Context, g group) {
 	}
 }
 
-// startSweep reconciles, once, in the background, the records a Caddy
-// that died left: under certmagic's lock ("issue_cert_<name>", as its
-// obtain and renew take) of each name involved, so that it never races an
-// issuance of a live Caddy on the same storage. Cleanup stops it.
+// sweepDelay: the issuances certmagic starts with Caddy settle their own
+// names first (resuming their orders); the sweep settles the rest.
+var sweepDelay = time.Minute
+
+// startSweep reconciles, once, in the background, sweepDelay after the
+// start, the records a Caddy that died left: under certmagic's lock
+// ("issue_cert_<name>", as its obtain and renew take) of each name
+// involved, so that it never races an issuance of a live Caddy on the same
+// storage. Cleanup stops it.
 func (iss *Issuer) startSweep() {
 	storage := iss.getStorage()
 	if storage == nil {
@@ -414,8 +419,14 @@ func (iss *Issuer) startSweep() {
 	}
 	iss.ledger.stopped = cancel
 	iss.ledger.mu.Unlock()
+	delay := sweepDelay
 	go func() {
 		defer cancel()
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(delay):
+		}
 		if err := iss.sweep(ctx, storage); err != nil && ctx.Err() == nil {
 			iss.logger.Warn("reconciling the ledger with SSLCI; the next issuance of these names will", zap.Error(err))
 		}
