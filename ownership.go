@@ -236,4 +236,3 @@ func normalNames(names []string) []string {
 }
 
 func sameNames(listed, sorted []string) bool { return slices.Equal(normalNames(listed), sorted) }
-

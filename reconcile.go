@@ -14,10 +14,10 @@ import (
 	"github.com/sslci/caddy-sslci/api"
 )
 
-// This file reconciles the ledger (ledger.go) with SSLCI's list: with the
-// ownership rule (ownership.go) it cancels the orders it no longer needs, deletes the
-// certificates it made but does not store, and drops the records left with
-// nothing to reconcile. It runs at the start of an Issue whose names have
+// This file reconciles the ledger (ledger.go) with SSLCI's list: by the
+// ownership rule (ownership.go) it cancels the orders no longer needed,
+// deletes the certificates this Caddy made but does not store, and drops
+// the records left with nothing to reconcile. It runs at the start of an Issue whose names have
 // records, after an answer lost inside an Issue, and once in the
 // background after the issuer is set up (sweep), under certmagic's lock of
 // each name involved, so it never races an issuance of a live Caddy.
