@@ -15,3 +15,6 @@ func SetSweepDelay(d time.Duration) (restore func()) {
 	sweepDelay = d
 	return func() { sweepDelay = old }
 }
+
+// Hint is what Issue adds to its errors, for causes Issue cannot reach.
+func Hint(err error) error { return (&Issuer{}).hint(err) }

@@ -2,7 +2,6 @@ package sslci
 
 import (
 	"context"
-	"crypto/sha256"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
@@ -20,7 +19,8 @@ import (
 
 // This file is the Issue flow (certmagic.Issuer): certmagic calls Issue
 // with a CSR for the names of one certificate, holding its lock for them,
-// and stores what it returns with the CSR's key (see certcheck.go). Every
+// and stores what it returns (SSLCI's key, if the certificate is for it:
+// see serverkey.go). Every
 // order and certificate it asks for is written to the ledger first
 // (ledger.go), so that a failed step can be retried within the Issue once
 // SSLCI's list has told what the lost answer had made (reconcile.go).
@@ -42,20 +42,22 @@ func (iss *Issuer) Issue(ctx context.Context, csr *x509.CertificateRequest) (*ce
 	}
 	// As certmagic's ZeroSSL issuer: the names once, on every line logged.
 	run := &issuance{iss: iss, logger: iss.logger.With(zap.Strings("identifiers", names)), names: names,
-		orders: make(map[string]*orderRecord)}
+		orders: make(map[string]*orderRecord), reused: make(map[string]int64)}
 	issued, err := run.issue(ctx, csr, names)
 	run.cleanUp(err != nil)
 	if err != nil {
-		return nil, fmt.Errorf("sslci: %w", err)
+		return nil, fmt.Errorf("sslci: %w", iss.hint(err))
 	}
 	return issued, nil
 }
 
 func (r *issuance) issue(ctx context.Context, csr *x509.CertificateRequest, names []string) (*certmagic.IssuedCertificate, error) {
 	iss := r.iss
+	ctx = withLogNames(ctx, names...)
 	var reused, fresh []string
 	for _, name := range names {
-		if iss.recentlyVerified(ctx, name) {
+		if rec, ok := iss.recentVerification(ctx, name); ok {
+			r.verificationReused(rec)
 			reused = append(reused, name)
 		} else {
 			fresh = append(fresh, name)
@@ -75,6 +77,7 @@ func (r *issuance) issue(ctx context.Context, csr *x509.CertificateRequest, name
 		return nil, err
 	}
 	csrPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csr.Raw})
+	r.logger.Info("finalizing the certificate")
 	cert, err := r.finalize(ctx, names, csrPEM)
 	if err != nil && len(reused) > 0 && (errors.Is(err, api.ErrInvalidRequest) || errors.Is(err, api.ErrRejected)) {
 		// Our records said these names were verified; SSLCI may disagree
@@ -93,32 +96,37 @@ func (r *issuance) issue(ctx context.Context, csr *x509.CertificateRequest, name
 		return nil, fmt.Errorf("finalizing the certificate for %s: %w", strings.Join(names, ", "), err)
 	}
 
-	checked, err := checkCertificate(cert, names, csr, time.Now())
+	checked, err := checkCertificate(cert, names, csr, iss.roots, time.Now())
 	if err != nil {
 		r.refuse(ctx, cert)
-		return nil, fmt.Errorf("the certificate SSLCI returned for %s was refused: %w", strings.Join(names, ", "), err)
+		return nil, r.refused("unknown", fmt.Errorf("the certificate SSLCI returned for %s was refused: %w", strings.Join(names, ", "), err))
 	}
 	keySource := "csr"
 	if checked.serverKey != nil {
 		if iss.RequireCSRKey {
 			r.refuse(ctx, cert)
-			return nil, fmt.Errorf("SSLCI returned a certificate for %s for a private key it generated itself, and require_csr_key is set; "+
-				"the certificate was not used (SSLCI did not sign Caddy's CSR)", strings.Join(names, ", "))
+			return nil, r.refused("sslci", fmt.Errorf("SSLCI returned a certificate for %s for a private key it generated itself, and require_csr_key is set; "+
+				"the certificate was not used (SSLCI did not sign Caddy's CSR)", strings.Join(names, ", ")))
 		}
-		iss.holdServerKey(sha256.Sum256(csr.Raw), checked.serverKey)
+		if err := iss.keepServerKey(ctx, csr, checked.leaf, checked.serverKey); err != nil {
+			r.refuse(ctx, cert) // never stored without its key: ours to delete
+			return nil, fmt.Errorf("keeping the private key SSLCI generated for the certificate for %s: %w", strings.Join(names, ", "), err)
+		}
 		keySource = "sslci"
 	}
 	r.obtained(ctx, checked.leaf.NotAfter)
 
-	orders := r.orderMap()
+	orders, reusedNames := r.orderMap()
+	iss.metrics.obtained(keySource)
 	r.logger.Info("certificate issued by SSLCI",
 		zap.String("key_source", keySource), zap.Time("not_after", checked.leaf.NotAfter),
-		zap.Any("verification_orders", orders))
+		zap.Any("verification_orders", orders), zap.Strings("reused_verifications", reusedNames))
 	return &certmagic.IssuedCertificate{
 		Certificate: checked.chainPEM,
 		Metadata: metadata{
 			Endpoint:      iss.Endpoint,
 			OrderIDs:      orders,
+			Reused:        reusedNames,
 			CertificateID: cert.ID,
 			KeySource:     keySource,
 			Details:       cert.Details,
@@ -129,9 +137,10 @@ func (r *issuance) issue(ctx context.Context, csr *x509.CertificateRequest, name
 // metadata is stored by certmagic next to the certificate.
 type metadata struct {
 	Endpoint string `json:"endpoint"`
-	// OrderIDs are the verification orders made for this certificate, by
-	// name; names whose recent verification was reused have none.
+	// OrderIDs are the verification orders of the names: made for this
+	// certificate or, for the names in Reused, a recent one reused.
 	OrderIDs      map[string]int64 `json:"order_ids,omitempty"`
+	Reused        []string         `json:"reused_verifications,omitempty"`
 	CertificateID int64            `json:"certificate_id,omitempty"`
 	// KeySource is "csr" when the certificate is for the key Caddy made,
 	// "sslci" when it is for the key SSLCI generated (stored in its place).
@@ -147,6 +156,7 @@ type issuance struct {
 
 	mu        sync.Mutex
 	orders    map[string]*orderRecord // the orders this call uses, by name
+	reused    map[string]int64        // recent verifications' orders reused, by name
 	confirmed []int64                 // of those, the ones SSLCI confirmed
 	// unsettled: a request's answer was lost, or a refused certificate
 	// could not be deleted: reconcile before sending again, and on the way out.
@@ -180,8 +190,9 @@ func (r *issuance) verifyAll(ctx context.Context, names []string, resume map[str
 
 // verify runs one name through request (or the order to resume), present,
 // confirm and clean-up.
-func (r *issuance) verify(ctx context.Context, name string, rec *orderRecord) error {
+func (r *issuance) verify(ctx context.Context, name string, rec *orderRecord) (err error) {
 	iss := r.iss
+	ctx = withLogNames(ctx, name)
 	if rec != nil {
 		r.logger.Info("resuming an SSLCI order left pending", zap.String("identifier", name), zap.Int64("order_id", rec.OrderID))
 		r.use(rec)
@@ -189,7 +200,6 @@ func (r *issuance) verify(ctx context.Context, name string, rec *orderRecord) er
 	for {
 		resumed := rec != nil
 		if !resumed {
-			var err error
 			if rec, err = r.request(ctx, name); err != nil {
 				return fmt.Errorf("%s: requesting a verification: %w", name, err)
 			}
@@ -197,7 +207,7 @@ func (r *issuance) verify(ctx context.Context, name string, rec *orderRecord) er
 		v := rec.verification()
 		cleanUp, err := iss.solver.present(ctx, v)
 		if err != nil {
-			return fmt.Errorf("%s: putting the %s challenge in place (order %d): %w", name, v.Method, v.OrderID, err)
+			return r.verificationDone(name, v, fmt.Errorf("%s: putting the %s challenge in place (order %d): %w", name, v.Method, v.OrderID, err))
 		}
 		err = r.retry(ctx, func() error { return r.confirm(ctx, v) })
 		cleanUp()
@@ -211,40 +221,15 @@ func (r *issuance) verify(ctx context.Context, name string, rec *orderRecord) er
 			continue
 		}
 		if err != nil {
-			return fmt.Errorf("%s: confirming the verification (order %d): %w", name, v.OrderID, err)
+			return r.verificationDone(name, v, fmt.Errorf("%s: confirming the verification (order %d): %w", name, v.OrderID, err))
 		}
+		_ = r.verificationDone(name, v, nil) // counted and logged; nil for nil
 		r.mu.Lock()
 		r.confirmed = append(r.confirmed, v.OrderID)
 		r.mu.Unlock()
 		iss.drop(ctx, rec.key) // confirmed: not pending any more
 		iss.rememberVerification(ctx, name, v.OrderID)
 		return nil
-	}
-}
-
-// confirm asks SSLCI to check the verification, and asks again with
-// back-off while SSLCI says the check is still in progress.
-func (r *issuance) confirm(ctx context.Context, v *api.Verification) error {
-	iss := r.iss
-	timeout := time.Duration(iss.VerificationTimeout)
-	if timeout == 0 {
-		timeout = defaultVerificationTimeout
-	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	wait := 500 * time.Millisecond
-	for {
-		_, err := iss.client.ConfirmVerification(ctx, api.ConfirmRequest{Domain: v.Domain, OrderID: v.OrderID, Method: v.Method})
-		if !errors.Is(err, api.ErrPending) {
-			return err
-		}
-		r.logger.Debug("verification still in progress at SSLCI", zap.String("identifier", v.Domain), zap.Duration("retry_in", wait))
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("still in progress after %s (verification_timeout): %w", timeout, err)
-		case <-time.After(wait):
-		}
-		wait = min(2*wait, 15*time.Second)
 	}
 }
 
@@ -287,77 +272,33 @@ func (r *issuance) cancel(ctx context.Context, rec *orderRecord) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
 	// A 400 is "no such order": gone already.
-	if err := r.iss.client.Delete(ctx, api.RecordOrder, rec.OrderID); err != nil && !errors.Is(err, api.ErrInvalidRequest) {
-		r.logger.Error("cancelling an SSLCI order; left for a later reconciliation", zap.Int64("order_id", rec.OrderID), zap.Error(err))
+	if err := r.iss.client.Delete(withLogNames(ctx, rec.Domain), api.RecordOrder, rec.OrderID); err != nil && !errors.Is(err, api.ErrInvalidRequest) {
+		r.logger.Error("cancelling an SSLCI order; left for a later reconciliation", zap.String("identifier", rec.Domain), zap.Int64("order_id", rec.OrderID), zap.Error(err))
 		return
 	}
 	r.iss.drop(ctx, rec.key)
-	r.logger.Info("cancelled SSLCI order", zap.Int64("order_id", rec.OrderID))
+	r.iss.metrics.cancelled()
+	r.logger.Info("cancelled SSLCI order", zap.String("identifier", rec.Domain), zap.Int64("order_id", rec.OrderID))
 }
 
-func (r *issuance) orderMap() map[string]int64 {
+// orderMap is the verification order of each name: made (or resumed) by
+// this call, or reused (those names are returned in reused too).
+func (r *issuance) orderMap() (orders map[string]int64, reused []string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if len(r.orders) == 0 {
-		return nil
+	if len(r.orders)+len(r.reused) == 0 {
+		return nil, nil
 	}
-	out := make(map[string]int64, len(r.orders))
+	orders = make(map[string]int64, len(r.orders))
 	for name, rec := range r.orders {
-		out[name] = rec.OrderID
+		orders[name] = rec.OrderID
 	}
-	return out
-}
-
-// serverKeyHold bounds how long a key SSLCI generated waits for certmagic to
-// store its certificate (it does so at once; a key still held after this
-// belongs to a certificate certmagic did not keep).
-const serverKeyHold = time.Hour
-
-type heldKey struct {
-	pem   []byte
-	added time.Time
-}
-
-// holdServerKey keeps SSLCI's key until adoptServerKey stores it, and drops
-// keys held too long, so a failure between Issue and the event leaks nothing.
-func (iss *Issuer) holdServerKey(csrDigest [32]byte, keyPEM []byte) {
-	iss.mu.Lock()
-	defer iss.mu.Unlock()
-	now := time.Now()
-	for d, k := range iss.serverKeys {
-		if now.Sub(k.added) > serverKeyHold {
-			delete(iss.serverKeys, d)
+	for name, id := range r.reused {
+		if _, made := orders[name]; !made { // else verified again when finalize refused it
+			orders[name] = id
+			reused = append(reused, name)
 		}
 	}
-	iss.serverKeys[csrDigest] = heldKey{pem: keyPEM, added: now}
-}
-
-// adoptServerKey runs when certmagic has stored a certificate: if it is one
-// we obtained for a key SSLCI generated, SSLCI's key replaces the one
-// certmagic stored, before the certificate is loaded from storage.
-func (iss *Issuer) adoptServerKey(ctx context.Context, storage certmagic.Storage, data map[string]any) {
-	if data["issuer"] != iss.IssuerKey() {
-		return
-	}
-	csrPEM, _ := data["csr_pem"].([]byte)
-	keyPath, _ := data["private_key_path"].(string)
-	block, _ := pem.Decode(csrPEM)
-	if block == nil || keyPath == "" {
-		return
-	}
-	digest := sha256.Sum256(block.Bytes)
-	iss.mu.Lock()
-	held, ok := iss.serverKeys[digest]
-	delete(iss.serverKeys, digest)
-	iss.mu.Unlock()
-	if !ok {
-		return
-	}
-	key := held.pem
-	if err := storage.Store(ctx, keyPath, key); err != nil {
-		iss.logger.Error("storing the private key SSLCI generated; the certificate cannot be served until it is obtained again",
-			zap.String("path", keyPath), zap.Error(err))
-		return
-	}
-	iss.logger.Info("stored the private key SSLCI generated for the certificate", zap.String("path", keyPath))
+	slices.Sort(reused)
+	return orders, reused
 }

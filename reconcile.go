@@ -7,7 +7,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/certmagic"
 	"go.uber.org/zap"
 
@@ -179,7 +178,7 @@ var sweepDelay = time.Minute
 // start, the records a Caddy that died left: under certmagic's lock
 // ("issue_cert_<name>", as its obtain and renew take) of each name
 // involved, so that it never races an issuance of a live Caddy on the same
-// storage. Cleanup stops it.
+// storage. Cleanup stops it (stopSweep).
 func (iss *Issuer) startSweep() {
 	storage := iss.getStorage()
 	if storage == nil {
@@ -224,24 +223,20 @@ func (iss *Issuer) sweep(ctx context.Context, storage certmagic.Storage) error {
 	slices.Sort(names)
 	names = slices.Compact(names)
 	for _, name := range names {
-		if err := storage.Lock(ctx, "issue_cert_"+name); err != nil {
+		if err := storage.Lock(ctx, issueLockPrefix+name); err != nil {
 			return err
 		}
-		defer storage.Unlock(context.WithoutCancel(ctx), "issue_cert_"+name) //nolint:errcheck // logged by certmagic's storage
+		defer storage.Unlock(context.WithoutCancel(ctx), issueLockPrefix+name) //nolint:errcheck // logged by certmagic's storage
 	}
 	_, err = iss.reconcile(ctx, forNames(names), nil)
 	return err
 }
 
-// Cleanup stops the background sweep (caddy.CleanerUpper).
-func (iss *Issuer) Cleanup() error {
+// stopSweep stops the background sweep (from Cleanup).
+func (iss *Issuer) stopSweep() {
 	iss.ledger.mu.Lock()
 	defer iss.ledger.mu.Unlock()
 	if iss.ledger.stopped != nil {
 		iss.ledger.stopped()
 	}
-	return nil
 }
-
-// Interface guard
-var _ caddy.CleanerUpper = (*Issuer)(nil)
