@@ -46,11 +46,12 @@ import (
 //
 // Package-internal API, for the issuer and for `caddy sslci list/prune`:
 //
-//	iss.ledgerRecords(ctx)          every record, with its storage key
-//	iss.storedLeaves(ctx, names)    the leaves certmagic stores for names
-//	classify(list, orders, certs, stored, now)
-//	                                what each listed order and certificate is
-//	                                to this Caddy: the ownership rule, one place
+//	iss.ledgerRecords(ctx)            every record, with its storage key
+//	iss.storedLeaves(ctx, sets)       the leaves certmagic stores for these sets of names
+//	classify(list, orders, certs, stored, live, now)
+//	                                  what each listed order and certificate is to
+//	                                  this Caddy (owner, with String): the ownership
+//	                                  rule, in one place (ownership.go)
 //
 // The README section "What survives a crash, what is reconciled" states the
 // ownership rule for operators.
