@@ -35,7 +35,7 @@ func TestKillDuringStart(t *testing.T) {
 	if err := build.Run(); err != nil {
 		t.Fatal(err)
 	}
-	e := newEnv(t, sslcitest.Options{})
+	e := newEnv(t, sslcitest.Options{Faults: sslcitest.FaultRates{Latency: 300 * time.Millisecond}})
 	var names []string
 	for i := range 20 {
 		names = append(names, fmt.Sprintf("k%02d.kill.test", i))
@@ -60,19 +60,36 @@ func TestKillDuringStart(t *testing.T) {
 		}
 		return cmd
 	}
+	// Each kill comes at a random moment after the start's first API
+	// request (a killed Caddy's locks go stale within 10s, then the next
+	// one issues); the simulator's latency stretches the issuance.
 	rng := rand.New(rand.NewPCG(1, 2))
-	for i := range kills {
+	fs := &certmagic.FileStorage{Path: e.storageDir}
+	stored := func() (n int) {
+		for _, name := range names {
+			if fs.Exists(context.Background(), certmagic.StorageKeys.SiteCert(e.issuerKey(), name)) {
+				n++
+			}
+		}
+		return n
+	}
+	killed := 0
+	for ; killed < kills && stored() < len(names); killed++ {
+		before := e.sim.CountRequests(sslcitest.OpAny)
 		cmd := start()
-		d := time.Duration(500+rng.IntN(11500)) * time.Millisecond // locks go stale after 10s
+		for deadline := time.Now().Add(30 * time.Second); e.sim.CountRequests(sslcitest.OpAny) == before && time.Now().Before(deadline); {
+			time.Sleep(10 * time.Millisecond)
+		}
+		d := time.Duration(rng.IntN(1000)) * time.Millisecond
 		time.Sleep(d)
 		cmd.Process.Signal(syscall.SIGKILL)
 		cmd.Wait()
-		t.Logf("kill %d after %s: %d certificates at SSLCI, %d orders pending", i+1, d, len(e.sim.Certificates(e.sim.Token())), len(e.sim.PendingOrders(e.sim.Token())))
+		t.Logf("kill %d, %s after the first request: %d stored, %d certificates at SSLCI, %d orders pending",
+			killed+1, d, stored(), len(e.sim.Certificates(e.sim.Token())), len(e.sim.PendingOrders(e.sim.Token())))
 	}
 	cmd := start()
 	defer func() { cmd.Process.Kill(); cmd.Wait() }()
 	began := time.Now()
-	fs := &certmagic.FileStorage{Path: e.storageDir}
 	for _, name := range names {
 		for !fs.Exists(context.Background(), certmagic.StorageKeys.SiteCert(e.issuerKey(), name)) {
 			if time.Since(began) > 5*time.Minute {
@@ -84,6 +101,6 @@ func TestKillDuringStart(t *testing.T) {
 	t.Logf("every name stored %s after the last start", time.Since(began).Round(time.Second))
 	time.Sleep(time.Until(began.Add(75 * time.Second))) // the sweep, a minute after start
 	certs, pending := e.sim.Certificates(e.sim.Token()), e.sim.PendingOrders(e.sim.Token())
-	t.Logf("after %d kills: %d certificates at SSLCI for %d names, %d orders pending", kills, len(certs), len(names), len(pending))
+	t.Logf("after %d kills: %d certificates at SSLCI for %d names, %d orders pending", killed, len(certs), len(names), len(pending))
 	e.checkEndState(t, names, nil, nil)
 }
