@@ -3,10 +3,9 @@ package sslci_test
 import (
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 	"testing"
 
+	sslci "github.com/sslci/caddy-sslci"
 	"github.com/sslci/caddy-sslci/sslcitest"
 )
 
@@ -32,7 +31,7 @@ func BenchmarkIssue(b *testing.B) {
 			for i := range bc.names {
 				names = append(names, fmt.Sprintf("n%d.bench.test", i))
 			}
-			csr, _ := newCSR(b, names...)
+			csr, _ := sslci.NewCSR(b, names...)
 			ctx := context.Background()
 			if _, err := iss.Issue(ctx, csr); err != nil {
 				b.Fatal(err)
@@ -58,7 +57,7 @@ func BenchmarkIssue(b *testing.B) {
 func BenchmarkIssueDNSWildcard(b *testing.B) {
 	e, dnsSrv := newDNSEnv(b, "bench.test")
 	iss := e.startIssuer(dnsFields(dnsSrv, "10s"))
-	csr, _ := newCSR(b, "*.bench.test", "bench.test")
+	csr, _ := sslci.NewCSR(b, "*.bench.test", "bench.test")
 	ctx := context.Background()
 	b.ReportAllocs()
 	for b.Loop() {
@@ -68,13 +67,4 @@ func BenchmarkIssueDNSWildcard(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(len(e.sim.Requests()))/float64(b.N), "api-requests/op")
-}
-
-// forgetVerifications makes the next issuance verify every name again: the
-// simulator forgets its verifications, and the issuer its records of them.
-func (e *testEnv) forgetVerifications() {
-	e.sim.ExpireVerifications()
-	if err := os.RemoveAll(filepath.Join(e.storageDir, "sslci")); err != nil {
-		e.t.Fatal(err)
-	}
 }

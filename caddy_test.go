@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	sslci "github.com/sslci/caddy-sslci"
 	"github.com/sslci/caddy-sslci/sslcitest"
 )
 
@@ -19,14 +20,7 @@ import (
 // place of Caddy's, or the handshake could not succeed.
 func TestCaddyfileSiteObtainsCertificate(t *testing.T) {
 	e := newEnv(t, sslcitest.Options{})
-	e.startCaddy(adapt(t, e.globalOptions("")+fmt.Sprintf(`
-site.test {
-	tls {
-		%s
-	}
-	respond "hello from {host}"
-}
-`, e.issuerBlock(""))))
+	e.startCaddy(e.siteConfig("", "site.test", ""))
 
 	leaf := e.waitForCertificate("site.test", nil, time.Minute)
 	if got := strings.Join(leaf.DNSNames, ","); got != "site.test" {
@@ -43,26 +37,14 @@ site.test {
 	if !e.storedKeyMatches("site.test", leaf) {
 		t.Error("the private key in storage is not the served certificate's")
 	}
-	if left := e.sim.PendingOrders(e.sim.Token()); len(left) != 0 {
-		t.Errorf("orders left pending: %+v", left)
-	}
-	if files := e.storageFiles("acme"); len(files) != 0 {
-		t.Errorf("challenge data left in storage: %v", files)
-	}
+	e.checkNothingLeft(t)
 }
 
 // With a simulator that signs the client's CSR, the served certificate is
 // for the key Caddy generated, and the issuer says so in the metadata.
 func TestCaddyfileSiteCSRHonoured(t *testing.T) {
 	e := newEnv(t, sslcitest.Options{SignCSR: true})
-	e.startCaddy(adapt(t, e.globalOptions("")+fmt.Sprintf(`
-csr.test {
-	tls {
-		%s
-	}
-	respond "ok"
-}
-`, e.issuerBlock("require_csr_key"))))
+	e.startCaddy(e.siteConfig("", "csr.test", "require_csr_key"))
 	leaf := e.waitForCertificate("csr.test", nil, time.Minute)
 	if meta := e.storedMetadata("csr.test"); meta["key_source"] != "csr" {
 		t.Errorf("metadata key_source = %v, want csr", meta["key_source"])
@@ -131,20 +113,6 @@ func TestJSONThroughAdminAPIAndReload(t *testing.T) {
 	e.wantCounts(map[sslcitest.Op]int{sslcitest.OpRequest: 1, sslcitest.OpConfirm: 1, sslcitest.OpFinalize: 1})
 }
 
-func (e *testEnv) postLoad(cfg []byte) {
-	e.t.Helper()
-	resp, err := http.Post(fmt.Sprintf("http://127.0.0.1:%d/load", e.adminPort), "application/json", bytes.NewReader(cfg))
-	if err != nil {
-		e.t.Fatalf("POST /load: %v", err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		var buf bytes.Buffer
-		buf.ReadFrom(resp.Body)
-		e.t.Fatalf("POST /load: %s: %s", resp.Status, buf.String())
-	}
-}
-
 // Caddy renews short-lived certificates by itself. Inside SSLCI's 29-day
 // verification window each renewal costs exactly one API request, the
 // finalize, and the renewed certificate is served (with its new key, again
@@ -157,14 +125,7 @@ func TestRenewalCostsOneRequest(t *testing.T) {
 	// all. With a renewal window ratio of 0.28 Caddy renews about 5s after
 	// each issuance; it looks every second.
 	e := newEnv(t, sslcitest.Options{Validity: 30 * time.Second})
-	cfg := adapt(t, e.globalOptions("renew_interval 1s")+fmt.Sprintf(`
-renew.test {
-	tls {
-		%s
-	}
-	respond "ok"
-}
-`, e.issuerBlock("")))
+	cfg := e.siteConfig("renew_interval 1s", "renew.test", "")
 	cfg = bytes.Replace(cfg, []byte(`"issuers"`), []byte(`"renewal_window_ratio":0.28,"issuers"`), 1)
 	e.startCaddy(cfg)
 
@@ -193,7 +154,7 @@ renew.test {
 // API request.
 func TestOnDemand(t *testing.T) {
 	e := newEnv(t, sslcitest.Options{})
-	askPort := freePort(t)
+	askPort := sslci.FreePort(t)
 	ask := &http.Server{Addr: fmt.Sprintf("127.0.0.1:%d", askPort), Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Query().Get("domain") != "ondemand.test" {
 			http.Error(w, "no", http.StatusForbidden)

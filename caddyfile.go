@@ -34,12 +34,16 @@ import (
 // It is used as `issuer sslci ...` in a site's tls directive and as
 // `cert_issuer sslci ...` in the global options. The token is usually a
 // placeholder such as {env.SSLCI_TOKEN}.
+//
+// Only the syntax is checked here; what the values mean is checked once,
+// by Provision, for the Caddyfile and JSON alike. No error quotes a token
+// of the block: a literal API token could be any of them.
 func (iss *Issuer) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // consume issuer name
 	if d.NextArg() {
 		iss.Token = d.Val()
 		if d.NextArg() {
-			return d.ArgErr()
+			return errTokenArgs(d)
 		}
 	}
 	seen := map[string]bool{}
@@ -55,7 +59,7 @@ func (iss *Issuer) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Err("the token is already set (as the issuer's argument)")
 			}
 			if !d.AllArgs(&iss.Token) {
-				return d.ArgErr()
+				return errTokenArgs(d)
 			}
 		case "endpoint":
 			if !d.AllArgs(&iss.Endpoint) {
@@ -64,9 +68,6 @@ func (iss *Issuer) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "method":
 			if !d.AllArgs(&iss.Method) {
 				return d.ArgErr()
-			}
-			if iss.Method != "http" && iss.Method != "dns" {
-				return d.Errf("unknown method %q: want http or dns", iss.Method)
 			}
 		case "timeout":
 			if err := parseDuration(d, &iss.Timeout); err != nil {
@@ -91,8 +92,8 @@ func (iss *Issuer) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 			n, err := strconv.Atoi(port)
-			if err != nil || n <= 0 || n > 65535 {
-				return d.Errf("invalid port %q", port)
+			if err != nil {
+				return d.Errf("invalid port %q: not a number", port)
 			}
 			iss.AlternateHTTPPort = n
 		case "dns":
@@ -110,19 +111,9 @@ func (iss *Issuer) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 		case "propagation_timeout":
-			var s string
-			if !d.AllArgs(&s) {
-				return d.ArgErr()
+			if err := parseDuration(d, &iss.dnsConfig().PropagationTimeout); err != nil {
+				return err
 			}
-			if s == "-1" { // as for the ACME issuer: do not check propagation
-				iss.dnsConfig().PropagationTimeout = -1
-				break
-			}
-			dur, err := caddy.ParseDuration(s)
-			if err != nil {
-				return d.Errf("invalid duration %q: %v", s, err)
-			}
-			iss.dnsConfig().PropagationTimeout = caddy.Duration(dur)
 		case "resolvers":
 			resolvers := d.RemainingArgs()
 			if len(resolvers) == 0 {
@@ -138,13 +129,17 @@ func (iss *Issuer) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 		default:
-			return d.Errf("unrecognized sslci issuer subdirective %q", sub)
+			// Not quoted: a token put alone on its line would be shown.
+			return d.Err("unrecognized sslci issuer subdirective (not shown, in case it is a misplaced token)")
 		}
 	}
-	if iss.Method == "http" && iss.DNS != nil {
-		return d.Err("method http cannot be combined with DNS challenge settings")
-	}
 	return nil
+}
+
+// errTokenArgs is the Caddyfile error for a token given with other
+// arguments: it shows none of them.
+func errTokenArgs(d *caddyfile.Dispenser) error {
+	return d.Err("the token takes exactly one argument (the arguments are not shown)")
 }
 
 func (iss *Issuer) dnsConfig() *caddytls.DNSChallengeConfig {
@@ -154,17 +149,21 @@ func (iss *Issuer) dnsConfig() *caddytls.DNSChallengeConfig {
 	return iss.DNS
 }
 
+// parseDuration reads a duration argument. "-1" is read as -1ns, as the
+// ACME issuer reads `propagation_timeout -1` (do not check propagation);
+// Provision refuses it anywhere else.
 func parseDuration(d *caddyfile.Dispenser, out *caddy.Duration) error {
 	var s string
 	if !d.AllArgs(&s) {
 		return d.ArgErr()
 	}
+	if s == "-1" {
+		*out = -1
+		return nil
+	}
 	dur, err := caddy.ParseDuration(s)
 	if err != nil {
 		return d.Errf("invalid duration %q: %v", s, err)
-	}
-	if dur < 0 {
-		return d.Errf("duration %q must not be negative", s)
 	}
 	*out = caddy.Duration(dur)
 	return nil

@@ -61,35 +61,30 @@ func TestCaddyfileAdapt(t *testing.T) {
 	}
 }
 
-// Errors in the issuer's Caddyfile block name the problem and its line.
+// Syntax errors in the issuer's Caddyfile block name the problem and its
+// line. (What the values mean is checked by Provision: TestProvisionErrors.)
 func TestCaddyfileErrors(t *testing.T) {
-	site := func(block string) string {
-		return "example.com {\n\ttls {\n\t\t" + block + "\n\t}\n}\n"
-	}
 	cases := []struct {
-		name, input string
+		name, block string
 		want        []string
 	}{
-		{"unknown subdirective", site("issuer sslci T {\n\t\t\tfrobnicate yes\n\t\t}"), []string{`unrecognized sslci issuer subdirective "frobnicate"`, "Caddyfile:4"}},
-		{"repeated subdirective", site("issuer sslci T {\n\t\t\tendpoint https://a.example/api\n\t\t\tendpoint https://b.example/api\n\t\t}"), []string{"endpoint is already set", "Caddyfile:5"}},
-		{"missing argument", site("issuer sslci T {\n\t\t\tendpoint\n\t\t}"), []string{"wrong argument count", "Caddyfile:4"}},
-		{"two tokens", site("issuer sslci T U"), []string{"wrong argument count", "Caddyfile:3"}},
-		{"token twice", site("issuer sslci T {\n\t\t\ttoken U\n\t\t}"), []string{"token is already set", "Caddyfile:4"}},
-		{"unknown method", site("issuer sslci T {\n\t\t\tmethod ftp\n\t\t}"), []string{`unknown method "ftp"`, "Caddyfile:4"}},
-		{"bad duration", site("issuer sslci T {\n\t\t\ttimeout soon\n\t\t}"), []string{`invalid duration "soon"`}},
-		{"negative duration", site("issuer sslci T {\n\t\t\tverification_timeout -1s\n\t\t}"), []string{"must not be negative"}},
-		{"bad port", site("issuer sslci T {\n\t\t\talt_http_port eighty\n\t\t}"), []string{`invalid port "eighty"`}},
-		{"dns without provider", site("issuer sslci T {\n\t\t\tdns\n\t\t}"), []string{"dns needs a provider name", "Caddyfile:4"}},
-		{"unknown dns provider", site("issuer sslci T {\n\t\t\tdns nosuchprovider\n\t\t}"), []string{"dns.providers.nosuchprovider"}},
-		{"dns provider missing arguments", site("issuer sslci T {\n\t\t\tdns testdns\n\t\t}"), []string{"missing server address", "Caddyfile:4"}},
-		{"dns with method http", site("issuer sslci T {\n\t\t\tmethod http\n\t\t\tdns testdns 127.0.0.1:53\n\t\t}"), []string{"method http cannot be combined"}},
-		{"resolvers without servers", site("issuer sslci T {\n\t\t\tresolvers\n\t\t}"), []string{"wrong argument count"}},
+		{"unknown subdirective", "issuer sslci T {\n\t\t\tfrobnicate yes\n\t\t}", []string{"unrecognized sslci issuer subdirective", "Caddyfile:4"}},
+		{"repeated subdirective", "issuer sslci T {\n\t\t\tendpoint https://a.example/api\n\t\t\tendpoint https://b.example/api\n\t\t}", []string{"endpoint is already set", "Caddyfile:5"}},
+		{"missing argument", "issuer sslci T {\n\t\t\tendpoint\n\t\t}", []string{"wrong argument count", "Caddyfile:4"}},
+		{"two tokens", "issuer sslci T U", []string{"the token takes exactly one argument", "Caddyfile:3"}},
+		{"token twice", "issuer sslci T {\n\t\t\ttoken U\n\t\t}", []string{"token is already set", "Caddyfile:4"}},
+		{"bad duration", "issuer sslci T {\n\t\t\ttimeout soon\n\t\t}", []string{`invalid duration "soon"`, "Caddyfile:4"}},
+		{"bad port", "issuer sslci T {\n\t\t\talt_http_port eighty\n\t\t}", []string{`invalid port "eighty": not a number`, "Caddyfile:4"}},
+		{"dns without provider", "issuer sslci T {\n\t\t\tdns\n\t\t}", []string{"dns needs a provider name", "Caddyfile:4"}},
+		{"unknown dns provider", "issuer sslci T {\n\t\t\tdns nosuchprovider\n\t\t}", []string{"dns.providers.nosuchprovider"}},
+		{"dns provider missing arguments", "issuer sslci T {\n\t\t\tdns testdns\n\t\t}", []string{"missing server address", "Caddyfile:4"}},
+		{"resolvers without servers", "issuer sslci T {\n\t\t\tresolvers\n\t\t}", []string{"wrong argument count", "Caddyfile:4"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			_, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(tc.input), map[string]any{"filename": "Caddyfile"})
+			err := adaptSiteTLS(tc.block)
 			if err == nil {
-				t.Fatalf("adapting succeeded:\n%s", tc.input)
+				t.Fatalf("adapting succeeded:\n%s", tc.block)
 			}
 			for _, want := range tc.want {
 				if !strings.Contains(err.Error(), want) {
@@ -98,4 +93,36 @@ func TestCaddyfileErrors(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A literal token misplaced in the block is never shown in an error: not
+// with extra arguments, nor alone on its line (read as a subdirective).
+func TestCaddyfileErrorsHideTheToken(t *testing.T) {
+	const secret = "SECRET0123456789"
+	for name, block := range map[string]string{
+		"issuer argument and more": "issuer sslci " + secret + " extra",
+		"token and more":           "issuer sslci {\n\t\t\ttoken " + secret + " extra\n\t\t}",
+		"token alone on a line":    "issuer sslci {\n\t\t\t" + secret + "\n\t\t}",
+		"token and more args":      "issuer sslci {\n\t\t\t" + secret + " more args\n\t\t}",
+	} {
+		t.Run(name, func(t *testing.T) {
+			err := adaptSiteTLS(block)
+			if err == nil {
+				t.Fatalf("adapting succeeded:\n%s", block)
+			}
+			if strings.Contains(err.Error(), secret) || strings.Contains(err.Error(), "extra") {
+				t.Errorf("the error shows the token or its arguments: %v", err)
+			}
+			if !strings.Contains(err.Error(), "Caddyfile:") {
+				t.Errorf("the error does not name the line: %v", err)
+			}
+		})
+	}
+}
+
+// adaptSiteTLS adapts a site whose tls directive holds block.
+func adaptSiteTLS(block string) error {
+	input := "example.com {\n\ttls {\n\t\t" + block + "\n\t}\n}\n"
+	_, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(input), map[string]any{"filename": "Caddyfile"})
+	return err
 }

@@ -27,10 +27,14 @@ type solver interface {
 }
 
 // httpSolver answers SSLCI's HTTP check. The challenge is written to
-// storage, where certmagic's HTTP-challenge handler, which every Caddy HTTP
-// server runs before any route, finds it under this issuer's key: any Caddy
-// sharing the storage answers it. Where nothing listens on the HTTP port,
-// the solver serves the check itself while it lasts.
+// storage as certmagic's distributed solver writes an ACME one: JSON of an
+// acme.Challenge at acme/<issuer key>/challenge_tokens/<name>.json. Every
+// Caddy HTTP server, before any route, asks the ACME issuer of each policy
+// (GetACMEIssuer) to HandleHTTPChallenge; certmagic's getACMEChallengeInfo
+// then looks for that file under the key of every issuer of the policy, ours
+// included, so any Caddy sharing the storage answers the check
+// (TestChallengeFoundByCertmagic holds certmagic to it). Where nothing
+// listens on the HTTP port, the solver serves the check itself while it lasts.
 type httpSolver struct {
 	iss *Issuer
 }
@@ -69,7 +73,8 @@ func (s *httpSolver) present(ctx context.Context, v *api.Verification) (func(), 
 }
 
 // challengeKey is where certmagic's HTTP-challenge handler looks for a
-// challenge of this issuer (certmagic's distributed solver layout).
+// challenge of this issuer: distributedSolver.challengeTokensKey under
+// storageKeyACMECAPrefix(IssuerKey()), both unexported in certmagic.
 func (iss *Issuer) challengeKey(domain string) string {
 	return path.Join("acme", certmagic.StorageKeys.Safe(iss.IssuerKey()), "challenge_tokens", certmagic.StorageKeys.Safe(domain)+".json")
 }

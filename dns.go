@@ -28,7 +28,7 @@ func loadDNSSolver(ctx caddy.Context, cfg *caddytls.DNSChallengeConfig, logger *
 		return nil, errors.New("sslci: no DNS provider configured")
 	}
 	// LoadModule clears the raw JSON it loads; a copy keeps the issuer's
-	// config whole for Validate.
+	// config as it was given.
 	loaded := *cfg
 	mod, err := ctx.LoadModule(&loaded, "ProviderRaw")
 	if err != nil {
@@ -59,7 +59,7 @@ func loadDNSSolver(ctx caddy.Context, cfg *caddytls.DNSChallengeConfig, logger *
 func (s *dnsSolver) present(ctx context.Context, v *api.Verification) (func(), error) {
 	rec, err := s.dns.Present(ctx, v.RecordName, v.Content)
 	if err != nil {
-		return nil, fmt.Errorf("sslci: DNS verification of %s: %w", v.Domain, err)
+		return nil, err // it names the record; Issue names the identifier
 	}
 	return func() {
 		if err := s.dns.CleanUp(ctx, rec); err != nil {

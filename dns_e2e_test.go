@@ -7,32 +7,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caddyserver/caddy/v2"
-
 	sslci "github.com/sslci/caddy-sslci"
-	"github.com/sslci/caddy-sslci/internal/testdns"
 	"github.com/sslci/caddy-sslci/sslcitest"
 )
-
-// newDNSEnv is a testEnv whose simulator checks TXT records with real DNS
-// queries to a loopback authoritative server for zone.
-func newDNSEnv(t testing.TB, zone string) (*testEnv, *testdns.Server) {
-	t.Helper()
-	dnsSrv, err := testdns.Start(zone)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(dnsSrv.Close)
-	return newEnv(t, sslcitest.Options{DNSServer: dnsSrv.Addr()}), dnsSrv
-}
-
-func dnsFields(dnsSrv *testdns.Server, timeout string) map[string]any {
-	return map[string]any{"dns": map[string]any{
-		"provider":            map[string]any{"name": "testdns", "server": dnsSrv.Addr()},
-		"resolvers":           []string{dnsSrv.Addr()},
-		"propagation_timeout": timeout,
-	}}
-}
 
 // A Caddyfile site for a wildcard and its apex, verified by DNS: Caddy gets
 // both certificates through the module and a TLS client with SNI
@@ -77,7 +54,7 @@ func TestDNSWildcardAndApexCertificate(t *testing.T) {
 	if iss.Method != "dns" {
 		t.Errorf("method = %q, want dns by default with a provider", iss.Method)
 	}
-	csr, _ := newCSR(t, "*.example.test", "example.test")
+	csr, _ := sslci.NewCSR(t, "*.example.test", "example.test")
 	start := time.Now()
 	cert, err := iss.Issue(context.Background(), csr)
 	if err != nil {
@@ -101,7 +78,7 @@ func TestDNSPropagation(t *testing.T) {
 	iss := e.startIssuer(dnsFields(dnsSrv, "10s"))
 
 	dnsSrv.SetDelay(2 * time.Second)
-	csr, _ := newCSR(t, "www.late.test")
+	csr, _ := sslci.NewCSR(t, "www.late.test")
 	if _, err := iss.Issue(context.Background(), csr); err != nil {
 		t.Fatalf("Issue with a late record: %v", err)
 	}
@@ -114,10 +91,13 @@ func TestDNSPropagation(t *testing.T) {
 	dnsSrv.SetDelay(0)
 	dnsSrv.SetHidden(true)
 	iss = e.restartIssuer(dnsFields(dnsSrv, "2s"))
-	csr, _ = newCSR(t, "never.late.test")
+	csr, _ = sslci.NewCSR(t, "never.late.test")
 	_, err := iss.Issue(context.Background(), csr)
 	if err == nil {
 		t.Fatal("Issue succeeded with a record that never appears")
+	}
+	if want := "sslci: never.late.test: putting the dns challenge in place (order "; !strings.HasPrefix(err.Error(), want) || strings.Count(err.Error(), "never.late.test:") != 1 {
+		t.Errorf("error %q does not start %q, naming the identifier once", err, want)
 	}
 	for _, want := range []string{"never.late.test", "_acme-challenge.never.late.test"} {
 		if !strings.Contains(err.Error(), want) {
@@ -125,20 +105,8 @@ func TestDNSPropagation(t *testing.T) {
 		}
 	}
 	e.wantCounts(map[sslcitest.Op]int{sslcitest.OpRequest: 1, sslcitest.OpDelete: 1})
-	if left := e.sim.PendingOrders(e.sim.Token()); len(left) != 0 {
-		t.Errorf("orders left pending: %+v", left)
-	}
+	e.checkNothingLeft(t)
 	if left := dnsSrv.TXT("_acme-challenge.never.late.test"); len(left) != 0 {
 		t.Errorf("TXT records left in the zone: %v", left)
 	}
-}
-
-// restartIssuer stops the running Caddy and starts one with another issuer
-// config on the same storage and simulator.
-func (e *testEnv) restartIssuer(fields map[string]any) *sslci.Issuer {
-	e.t.Helper()
-	if err := caddy.Stop(); err != nil {
-		e.t.Fatal(err)
-	}
-	return e.startIssuer(fields)
 }

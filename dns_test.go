@@ -77,7 +77,7 @@ func TestDNSSolver(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.present(ctx, v); err == nil || !strings.Contains(err.Error(), v.Domain) {
+	if _, err := s.present(ctx, v); err == nil || !strings.Contains(err.Error(), v.RecordName) {
 		t.Errorf("never visible: error %v", err)
 	}
 	if got := srv.TXT(v.RecordName); len(got) != 0 {

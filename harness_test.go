@@ -7,12 +7,14 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -20,10 +22,13 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	_ "github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddytls"
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
 	"github.com/caddyserver/certmagic"
+	"github.com/mholt/acmez/v3/acme"
 
 	sslci "github.com/sslci/caddy-sslci"
+	"github.com/sslci/caddy-sslci/internal/testdns"
 	"github.com/sslci/caddy-sslci/sslcitest"
 )
 
@@ -54,7 +59,7 @@ type testEnv struct {
 
 func newEnv(t testing.TB, opts sslcitest.Options) *testEnv {
 	t.Helper()
-	e := &testEnv{t: t, httpPort: freePort(t), httpsPort: freePort(t), adminPort: freePort(t), storageDir: t.TempDir()}
+	e := &testEnv{t: t, httpPort: sslci.FreePort(t), httpsPort: sslci.FreePort(t), adminPort: sslci.FreePort(t), storageDir: t.TempDir()}
 	opts.HTTPChallengeAddr = fmt.Sprintf("127.0.0.1:%d", e.httpPort)
 	sim, err := sslcitest.NewServer(opts)
 	if err != nil {
@@ -66,14 +71,24 @@ func newEnv(t testing.TB, opts sslcitest.Options) *testEnv {
 	return e
 }
 
-func freePort(t testing.TB) int {
+// newDNSEnv is a testEnv whose simulator checks TXT records with real DNS
+// queries to a loopback authoritative server for zone.
+func newDNSEnv(t testing.TB, zone string) (*testEnv, *testdns.Server) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	dnsSrv, err := testdns.Start(zone)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	t.Cleanup(dnsSrv.Close)
+	return newEnv(t, sslcitest.Options{DNSServer: dnsSrv.Addr()}), dnsSrv
+}
+
+func dnsFields(dnsSrv *testdns.Server, timeout string) map[string]any {
+	return map[string]any{"dns": map[string]any{
+		"provider":            map[string]any{"name": "testdns", "server": dnsSrv.Addr()},
+		"resolvers":           []string{dnsSrv.Addr()},
+		"propagation_timeout": timeout,
+	}}
 }
 
 // globalOptions is the Caddyfile global block every test uses: loopback
@@ -101,6 +116,21 @@ func (e *testEnv) issuerBlock(extra string) string {
 	return fmt.Sprintf("issuer sslci {env.SSLCI_TEST_TOKEN} {\n\t\t\tendpoint %s%s\n\t\t}", e.sim.URL(), extra)
 }
 
+// siteConfig is the JSON of a Caddyfile with the global options plus extra,
+// and one site, answering "hello from {host}", whose certificate comes from
+// the simulator through an issuer block with issuerExtra.
+func (e *testEnv) siteConfig(globalExtra, site, issuerExtra string) []byte {
+	e.t.Helper()
+	return adapt(e.t, e.globalOptions(globalExtra)+fmt.Sprintf(`
+%s {
+	tls {
+		%s
+	}
+	respond "hello from {host}"
+}
+`, site, e.issuerBlock(issuerExtra)))
+}
+
 // adapt turns a Caddyfile into JSON.
 func adapt(t testing.TB, caddyfile string) []byte {
 	t.Helper()
@@ -125,6 +155,64 @@ func (e *testEnv) startCaddy(cfg []byte) {
 			e.t.Errorf("stopping Caddy: %v", err)
 		}
 	})
+}
+
+func (e *testEnv) postLoad(cfg []byte) {
+	e.t.Helper()
+	resp, err := http.Post(fmt.Sprintf("http://127.0.0.1:%d/load", e.adminPort), "application/json", bytes.NewReader(cfg))
+	if err != nil {
+		e.t.Fatalf("POST /load: %v", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		var buf bytes.Buffer
+		buf.ReadFrom(resp.Body)
+		e.t.Fatalf("POST /load: %s: %s", resp.Status, buf.String())
+	}
+}
+
+// startIssuer runs a Caddy with only the TLS app (nothing listens on the
+// HTTP port, so the issuer answers the check itself) and returns the
+// provisioned issuer of its one automation policy. fields are extra JSON
+// fields of the issuer.
+func (e *testEnv) startIssuer(fields map[string]any) *sslci.Issuer {
+	e.t.Helper()
+	issuer := map[string]any{
+		"module":              "sslci",
+		"token":               "{env.SSLCI_TEST_TOKEN}",
+		"endpoint":            e.sim.URL(),
+		"listen_host":         "127.0.0.1",
+		"alternate_http_port": e.httpPort,
+	}
+	for k, v := range fields {
+		issuer[k] = v
+	}
+	cfg, err := json.Marshal(map[string]any{
+		"admin":   map[string]any{"disabled": true, "config": map[string]any{"persist": false}},
+		"storage": map[string]any{"module": "file_system", "root": e.storageDir},
+		"apps": map[string]any{"tls": map[string]any{"automation": map[string]any{
+			"policies": []any{map[string]any{"issuers": []any{issuer}}},
+		}}},
+	})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.startCaddy(cfg)
+	app, err := caddy.ActiveContext().App("tls")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return app.(*caddytls.TLS).Automation.Policies[0].Issuers[0].(*sslci.Issuer)
+}
+
+// restartIssuer stops the running Caddy and starts one with another issuer
+// config on the same storage and simulator.
+func (e *testEnv) restartIssuer(fields map[string]any) *sslci.Issuer {
+	e.t.Helper()
+	if err := caddy.Stop(); err != nil {
+		e.t.Fatal(err)
+	}
+	return e.startIssuer(fields)
 }
 
 // handshake connects to Caddy's HTTPS port with SNI name and verifies the
@@ -179,6 +267,89 @@ func (e *testEnv) get(name, path string) (int, string) {
 	return resp.StatusCode, string(body)
 }
 
+// parseChain checks an issued PEM chain against the simulator's root for
+// every name and returns the leaf.
+func (e *testEnv) parseChain(chainPEM []byte, names ...string) *x509.Certificate {
+	e.t.Helper()
+	var certs []*x509.Certificate
+	for rest := chainPEM; ; {
+		var block *pem.Block
+		if block, rest = pem.Decode(rest); block == nil {
+			break
+		}
+		c, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		certs = append(certs, c)
+	}
+	if len(certs) < 2 {
+		e.t.Fatalf("chain has %d certificates, want the leaf and its issuer", len(certs))
+	}
+	inter := x509.NewCertPool()
+	for _, c := range certs[1:] {
+		inter.AddCert(c)
+	}
+	for _, name := range names {
+		if _, err := certs[0].Verify(x509.VerifyOptions{DNSName: name, Roots: e.sim.RootPool(), Intermediates: inter}); err != nil {
+			e.t.Errorf("verifying the chain for %s: %v", name, err)
+		}
+	}
+	got := slices.Clone(certs[0].DNSNames)
+	slices.Sort(got)
+	want := slices.Clone(names)
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		e.t.Errorf("certificate names = %v, want exactly %v", got, want)
+	}
+	return certs[0]
+}
+
+// probeChallenge waits for the challenge of name to be in storage, then
+// checks what Caddy's HTTP port answers to the right and the wrong requests.
+func (e *testEnv) probeChallenge(name string) {
+	e.t.Helper()
+	file := filepath.Join(e.storageDir, "acme", certmagic.StorageKeys.Safe(e.issuerKey()), "challenge_tokens", name+".json")
+	var chal acme.Challenge
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		data, err := os.ReadFile(file)
+		if err == nil && json.Unmarshal(data, &chal) == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("no challenge in storage at %s", file)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	client := &http.Client{Timeout: 5 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	probe := func(method, host, path string) (int, string) {
+		req, _ := http.NewRequest(method, fmt.Sprintf("http://127.0.0.1:%d%s", e.httpPort, path), nil)
+		req.Host = host
+		resp, err := client.Do(req)
+		if err != nil {
+			e.t.Fatalf("%s %s%s: %v", method, host, path, err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+	right := "/.well-known/acme-challenge/" + chal.Token
+	if status, body := probe(http.MethodGet, name, right); status != 200 || body != chal.KeyAuthorization {
+		e.t.Errorf("GET %s%s = %d %q, want the key authorization", name, right, status, body)
+	}
+	for _, p := range []struct{ method, host, path string }{
+		{http.MethodGet, "other.test", right},
+		{http.MethodPost, name, right},
+		{http.MethodGet, name, right + "x"},
+		{http.MethodGet, name, "/.well-known/acme-challenge/"},
+	} {
+		if _, body := probe(p.method, p.host, p.path); strings.Contains(body, chal.KeyAuthorization) {
+			e.t.Errorf("%s %s%s was answered with the key authorization", p.method, p.host, p.path)
+		}
+	}
+}
+
 // counts returns the simulator's request counts by operation.
 func (e *testEnv) counts() map[sslcitest.Op]int {
 	out := map[sslcitest.Op]int{}
@@ -202,6 +373,26 @@ func (e *testEnv) wantCounts(want map[sslcitest.Op]int) {
 	}
 	if all := len(e.sim.Requests()); all != total {
 		e.t.Errorf("simulator saw %d requests in all, want %d (%v)", all, total, got)
+	}
+}
+
+// checkNothingLeft fails t if an order is still pending at the simulator
+// or a challenge is still in storage: what every issuance, failed or not,
+// must leave behind.
+func (e *testEnv) checkNothingLeft(t testing.TB) {
+	t.Helper()
+	if left := e.sim.PendingOrders(e.sim.Token()); len(left) != 0 {
+		t.Errorf("orders left pending: %+v", left)
+	}
+	var files []string
+	filepath.WalkDir(filepath.Join(e.storageDir, "acme"), func(p string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			files = append(files, p)
+		}
+		return nil
+	})
+	if len(files) != 0 {
+		t.Errorf("challenge data left in storage: %v", files)
 	}
 }
 
@@ -242,15 +433,11 @@ func (e *testEnv) issuerKey() string {
 	return (&sslci.Issuer{Endpoint: e.sim.URL()}).IssuerKey()
 }
 
-// storageFiles lists the files under a storage prefix.
-func (e *testEnv) storageFiles(prefix string) []string {
-	var files []string
-	root := filepath.Join(e.storageDir, prefix)
-	filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
-		if err == nil && !d.IsDir() {
-			files = append(files, strings.TrimPrefix(p, e.storageDir+"/"))
-		}
-		return nil
-	})
-	return files
+// forgetVerifications makes the next issuance verify every name again: the
+// simulator forgets its verifications, and the issuer its records of them.
+func (e *testEnv) forgetVerifications() {
+	e.sim.ExpireVerifications()
+	if err := os.RemoveAll(filepath.Join(e.storageDir, "sslci")); err != nil {
+		e.t.Fatal(err)
+	}
 }

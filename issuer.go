@@ -1,19 +1,13 @@
 package sslci
 
 import (
-	"bytes"
 	"context"
-	"crypto"
 	"crypto/sha256"
 	"crypto/x509"
-	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"io/fs"
 	"maps"
-	"net"
-	"path"
 	"slices"
 	"strings"
 	"sync"
@@ -25,38 +19,9 @@ import (
 	"github.com/sslci/caddy-sslci/api"
 )
 
-// SSLCI accepts a verification for finalize for 29 days. We reuse one for
-// a day less, so a verification never expires between our check and the
-// provider's.
-const (
-	verificationWindow = 29 * 24 * time.Hour
-	reuseMargin        = 24 * time.Hour
-)
-
-// PreCheck refuses, before any API request, names SSLCI cannot verify with
-// the configured method: IP addresses, and wildcards over HTTP.
-func (iss *Issuer) PreCheck(_ context.Context, names []string, _ bool) error {
-	for _, name := range names {
-		if err := iss.checkName(name); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func (iss *Issuer) checkName(name string) error {
-	switch {
-	case name == "":
-		return errors.New("sslci: empty name")
-	case net.ParseIP(strings.Trim(name, "[]")) != nil:
-		return fmt.Errorf("sslci: %s: SSLCI issues certificates for domain names, not IP addresses", name)
-	case strings.Contains(name, "*") && iss.Method != api.MethodDNS:
-		return fmt.Errorf("sslci: %s: wildcard names can only be verified by DNS; configure a DNS provider (`dns <provider> ...`)", name)
-	case strings.Contains(name, "*") && (!strings.HasPrefix(name, "*.") || strings.Count(name, "*") > 1):
-		return fmt.Errorf("sslci: %s: only a leading \"*.\" label is allowed in a wildcard name", name)
-	}
-	return nil
-}
+// This file is the Issue flow (certmagic.Issuer): certmagic calls Issue
+// with a CSR for the names of one certificate, holding its lock for them,
+// and stores what it returns with the CSR's key (see certcheck.go).
 
 // Issue obtains a certificate for csr: it verifies every name on it that
 // has no recent verification, concurrently, finalizes the whole set once and
@@ -64,16 +29,25 @@ func (iss *Issuer) checkName(name string) error {
 // created and still pending are cancelled and no challenge is left behind.
 func (iss *Issuer) Issue(ctx context.Context, csr *x509.CertificateRequest) (*certmagic.IssuedCertificate, error) {
 	names, err := csrNames(csr)
+	if err == nil {
+		err = iss.checkNames(names)
+	}
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("sslci: %w", err)
 	}
-	if err := iss.PreCheck(ctx, names, false); err != nil {
-		return nil, err
-	}
-	run := &issuance{iss: iss, orders: make(map[string]int64)}
+	// As certmagic's ZeroSSL issuer: the names once, on every line logged.
+	run := &issuance{iss: iss, logger: iss.logger.With(zap.Strings("identifiers", names)), orders: make(map[string]int64)}
 	defer run.cancelPending()
+	issued, err := run.issue(ctx, csr, names)
+	if err != nil {
+		return nil, fmt.Errorf("sslci: %w", err)
+	}
+	return issued, nil
+}
 
-	reused, err := run.verifyAll(ctx, names)
+func (r *issuance) issue(ctx context.Context, csr *x509.CertificateRequest, names []string) (*certmagic.IssuedCertificate, error) {
+	iss := r.iss
+	reused, err := r.verifyAll(ctx, names)
 	if err != nil {
 		return nil, err
 	}
@@ -82,37 +56,37 @@ func (iss *Issuer) Issue(ctx context.Context, csr *x509.CertificateRequest) (*ce
 	if err != nil && len(reused) > 0 && (errors.Is(err, api.ErrInvalidRequest) || errors.Is(err, api.ErrRejected)) {
 		// Our records said these names were verified; SSLCI may disagree
 		// (a verification revoked, a clock apart). Verify them and try once more.
-		iss.logger.Warn("finalize refused names verified recently; verifying them again",
-			zap.Strings("names", reused), zap.Error(err))
+		r.logger.Warn("finalize refused names verified recently; verifying them again",
+			zap.Strings("verified_recently", reused), zap.Error(err))
 		for _, name := range reused {
 			iss.forgetVerification(ctx, name)
 		}
-		if _, err := run.verifyAll(ctx, reused); err != nil {
+		if _, err := r.verifyAll(ctx, reused); err != nil {
 			return nil, err
 		}
 		cert, err = iss.client.Finalize(ctx, names, csrPEM)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("sslci: finalizing the certificate for %s: %w", strings.Join(names, ", "), err)
+		return nil, fmt.Errorf("finalizing the certificate for %s: %w", strings.Join(names, ", "), err)
 	}
 
 	checked, err := checkCertificate(cert, names, csr, time.Now())
 	if err != nil {
-		return nil, fmt.Errorf("sslci: the certificate SSLCI returned for %s was refused: %w", strings.Join(names, ", "), err)
+		return nil, fmt.Errorf("the certificate SSLCI returned for %s was refused: %w", strings.Join(names, ", "), err)
 	}
 	keySource := "csr"
 	if checked.serverKey != nil {
 		if iss.RequireCSRKey {
-			return nil, fmt.Errorf("sslci: SSLCI returned a certificate for %s for a private key it generated itself, and require_csr_key is set; "+
+			return nil, fmt.Errorf("SSLCI returned a certificate for %s for a private key it generated itself, and require_csr_key is set; "+
 				"the certificate was not used (SSLCI did not sign Caddy's CSR)", strings.Join(names, ", "))
 		}
 		iss.holdServerKey(sha256.Sum256(csr.Raw), checked.serverKey)
 		keySource = "sslci"
 	}
 
-	orders := run.orderMap()
-	iss.logger.Info("certificate issued by SSLCI",
-		zap.Strings("names", names), zap.String("key", keySource), zap.Time("not_after", checked.leaf.NotAfter),
+	orders := r.orderMap()
+	r.logger.Info("certificate issued by SSLCI",
+		zap.String("key_source", keySource), zap.Time("not_after", checked.leaf.NotAfter),
 		zap.Any("verification_orders", orders))
 	return &certmagic.IssuedCertificate{
 		Certificate: checked.chainPEM,
@@ -139,28 +113,10 @@ type metadata struct {
 	Details   api.Details `json:"details"`
 }
 
-// csrNames returns the CSR's DNS names, lowercased and without duplicates;
-// a CSR naming IPs, emails or URIs is refused.
-func csrNames(csr *x509.CertificateRequest) ([]string, error) {
-	if len(csr.IPAddresses) > 0 || len(csr.EmailAddresses) > 0 || len(csr.URIs) > 0 {
-		return nil, errors.New("sslci: the CSR names IP addresses, email addresses or URIs; SSLCI issues for domain names only")
-	}
-	var names []string
-	for _, n := range csr.DNSNames {
-		n = strings.ToLower(strings.TrimSuffix(n, "."))
-		if !slices.Contains(names, n) {
-			names = append(names, n)
-		}
-	}
-	if len(names) == 0 {
-		return nil, errors.New("sslci: the CSR has no DNS names")
-	}
-	return names, nil
-}
-
 // issuance is the state of one Issue call.
 type issuance struct {
-	iss *Issuer
+	iss    *Issuer
+	logger *zap.Logger // the issuer's, with the certificate's names
 
 	mu        sync.Mutex
 	orders    map[string]int64 // orders this call created, by name
@@ -200,23 +156,23 @@ func (r *issuance) verify(ctx context.Context, name string) error {
 	iss := r.iss
 	v, err := iss.client.RequestVerification(ctx, name, iss.Method)
 	if err != nil {
-		return fmt.Errorf("sslci: %s: requesting a verification: %w", name, err)
+		return fmt.Errorf("%s: requesting a verification: %w", name, err)
 	}
 	r.mu.Lock()
 	r.orders[name] = v.OrderID
 	r.mu.Unlock()
 	if !strings.EqualFold(strings.TrimSuffix(v.Domain, "."), name) {
-		return fmt.Errorf("sslci: %s: SSLCI answered with a verification for %q (order %d)", name, v.Domain, v.OrderID)
+		return fmt.Errorf("%s: SSLCI answered with a verification for %q (order %d)", name, v.Domain, v.OrderID)
 	}
 
 	cleanUp, err := iss.solver.present(ctx, v)
 	if err != nil {
-		return fmt.Errorf("sslci: %s: putting the %s challenge in place (order %d): %w", name, v.Method, v.OrderID, err)
+		return fmt.Errorf("%s: putting the %s challenge in place (order %d): %w", name, v.Method, v.OrderID, err)
 	}
 	defer cleanUp()
 
-	if err := iss.confirm(ctx, v); err != nil {
-		return fmt.Errorf("sslci: %s: confirming the verification (order %d): %w", name, v.OrderID, err)
+	if err := r.confirm(ctx, v); err != nil {
+		return fmt.Errorf("%s: confirming the verification (order %d): %w", name, v.OrderID, err)
 	}
 	r.mu.Lock()
 	r.confirmed = append(r.confirmed, v.OrderID)
@@ -227,7 +183,8 @@ func (r *issuance) verify(ctx context.Context, name string) error {
 
 // confirm asks SSLCI to check the verification, and asks again with
 // back-off while SSLCI says the check is still in progress.
-func (iss *Issuer) confirm(ctx context.Context, v *api.Verification) error {
+func (r *issuance) confirm(ctx context.Context, v *api.Verification) error {
+	iss := r.iss
 	timeout := time.Duration(iss.VerificationTimeout)
 	if timeout == 0 {
 		timeout = defaultVerificationTimeout
@@ -240,7 +197,7 @@ func (iss *Issuer) confirm(ctx context.Context, v *api.Verification) error {
 		if !errors.Is(err, api.ErrPending) {
 			return err
 		}
-		iss.logger.Debug("verification still in progress at SSLCI", zap.String("domain", v.Domain), zap.Duration("retry_in", wait))
+		r.logger.Debug("verification still in progress at SSLCI", zap.String("identifier", v.Domain), zap.Duration("retry_in", wait))
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("still in progress after %s (verification_timeout): %w", timeout, err)
@@ -270,10 +227,10 @@ func (r *issuance) cancelPending() {
 	defer cancel()
 	for _, id := range pending {
 		if err := r.iss.client.Delete(ctx, api.RecordOrder, id); err != nil {
-			r.iss.logger.Error("cancelling an SSLCI order", zap.Int64("order_id", id), zap.Error(err))
+			r.logger.Error("cancelling an SSLCI order", zap.Int64("order_id", id), zap.Error(err))
 			continue
 		}
-		r.iss.logger.Info("cancelled SSLCI order", zap.Int64("order_id", id))
+		r.logger.Info("cancelled SSLCI order", zap.Int64("order_id", id))
 	}
 }
 
@@ -284,161 +241,6 @@ func (r *issuance) orderMap() map[string]int64 {
 		return nil
 	}
 	return maps.Clone(r.orders)
-}
-
-// verificationRecord is kept in storage for each name SSLCI confirmed, so
-// that every Caddy sharing the storage can skip verifying it again.
-type verificationRecord struct {
-	Domain     string    `json:"domain"`
-	OrderID    int64     `json:"order_id"`
-	VerifiedAt time.Time `json:"verified_at"`
-}
-
-// verificationKey is per endpoint and per account (a hash of the token,
-// never the token), since SSLCI's verifications belong to an account.
-func (iss *Issuer) verificationKey(name string) string {
-	return path.Join("sslci", certmagic.StorageKeys.Safe(iss.IssuerKey()), iss.account, "verifications", certmagic.StorageKeys.Safe(name)+".json")
-}
-
-func (iss *Issuer) recentlyVerified(ctx context.Context, name string) bool {
-	data, err := iss.getStorage().Load(ctx, iss.verificationKey(name))
-	if err != nil {
-		if !errors.Is(err, fs.ErrNotExist) {
-			iss.logger.Warn("reading a verification record", zap.String("domain", name), zap.Error(err))
-		}
-		return false
-	}
-	var rec verificationRecord
-	if err := json.Unmarshal(data, &rec); err != nil {
-		iss.logger.Warn("ignoring a corrupt verification record", zap.String("domain", name), zap.Error(err))
-		return false
-	}
-	age := time.Since(rec.VerifiedAt)
-	return age >= 0 && age < verificationWindow-reuseMargin
-}
-
-func (iss *Issuer) rememberVerification(ctx context.Context, name string, orderID int64) {
-	data, _ := json.Marshal(verificationRecord{Domain: name, OrderID: orderID, VerifiedAt: time.Now().UTC()})
-	if err := iss.getStorage().Store(ctx, iss.verificationKey(name), data); err != nil {
-		// Not fatal: the next issuance verifies the name again.
-		iss.logger.Warn("storing a verification record", zap.String("domain", name), zap.Error(err))
-	}
-}
-
-func (iss *Issuer) forgetVerification(ctx context.Context, name string) {
-	if err := iss.getStorage().Delete(ctx, iss.verificationKey(name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		iss.logger.Warn("deleting a verification record", zap.String("domain", name), zap.Error(err))
-	}
-}
-
-// checkedCertificate is a finalize answer that passed checkCertificate.
-type checkedCertificate struct {
-	leaf     *x509.Certificate
-	chainPEM []byte // leaf, then the chain from "ca"
-	// serverKey is SSLCI's private key (PEM) when the certificate is for it
-	// rather than for the CSR's key.
-	serverKey []byte
-}
-
-// checkCertificate refuses anything Caddy could not serve as asked: a leaf
-// that does not parse, misses a requested name, is not valid now, does not
-// chain through "ca", or is for a key that is neither the CSR's nor the one
-// SSLCI returned.
-func checkCertificate(cert *api.Certificate, names []string, csr *x509.CertificateRequest, now time.Time) (*checkedCertificate, error) {
-	certs, err := parseCertificates(cert.CertificatePEM)
-	if err != nil || len(certs) == 0 {
-		return nil, fmt.Errorf("field crt: %v", errOr(err, "no certificate"))
-	}
-	leaf := certs[0]
-	chain, err := parseCertificates(cert.CAPEM)
-	if err != nil {
-		return nil, fmt.Errorf("field ca: %w", err)
-	}
-	// Some APIs put the chain after the leaf in "crt"; accept it there too.
-	chain = append(certs[1:], chain...)
-	if len(chain) == 0 {
-		return nil, errors.New("no issuing chain (field ca is empty)")
-	}
-	for _, name := range names {
-		if !slices.ContainsFunc(leaf.DNSNames, func(s string) bool { return strings.EqualFold(s, name) }) {
-			return nil, fmt.Errorf("the certificate does not cover %s (it names %s)", name, strings.Join(leaf.DNSNames, ", "))
-		}
-	}
-	if now.Before(leaf.NotBefore.Add(-5*time.Minute)) || !now.Before(leaf.NotAfter) {
-		return nil, fmt.Errorf("the certificate is not valid now (valid from %s to %s)", leaf.NotBefore.UTC(), leaf.NotAfter.UTC())
-	}
-	roots, intermediates := x509.NewCertPool(), x509.NewCertPool()
-	roots.AddCert(chain[len(chain)-1])
-	for _, c := range chain[:len(chain)-1] {
-		intermediates.AddCert(c)
-	}
-	if _, err := leaf.Verify(x509.VerifyOptions{
-		Roots: roots, Intermediates: intermediates, CurrentTime: now,
-		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}); err != nil {
-		return nil, fmt.Errorf("the certificate does not chain through the returned ca: %w", err)
-	}
-
-	out := &checkedCertificate{leaf: leaf}
-	switch {
-	case publicKeysEqual(leaf.PublicKey, csr.PublicKey):
-	case len(cert.PrivateKeyPEM) > 0:
-		key, err := certmagic.PEMDecodePrivateKey(cert.PrivateKeyPEM)
-		if err != nil {
-			return nil, fmt.Errorf("field key: %w", err)
-		}
-		if !publicKeysEqual(leaf.PublicKey, key.Public()) {
-			return nil, errors.New("the certificate is for neither the CSR's key nor the key SSLCI returned")
-		}
-		// Re-encode: what we store is a key we have parsed, in certmagic's form.
-		if out.serverKey, err = certmagic.PEMEncodePrivateKey(key); err != nil {
-			return nil, fmt.Errorf("field key: %w", err)
-		}
-	default:
-		return nil, errors.New("the certificate is not for the CSR's key, and SSLCI returned no key")
-	}
-
-	var buf bytes.Buffer
-	for _, c := range append([]*x509.Certificate{leaf}, chain...) {
-		_ = pem.Encode(&buf, &pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
-	}
-	out.chainPEM = buf.Bytes()
-	return out, nil
-}
-
-func parseCertificates(pemData []byte) ([]*x509.Certificate, error) {
-	var certs []*x509.Certificate
-	for {
-		var block *pem.Block
-		block, pemData = pem.Decode(pemData)
-		if block == nil {
-			break
-		}
-		if block.Type != "CERTIFICATE" {
-			continue
-		}
-		c, err := x509.ParseCertificate(block.Bytes)
-		if err != nil {
-			return nil, err
-		}
-		certs = append(certs, c)
-	}
-	if len(certs) == 0 && len(bytes.TrimSpace(pemData)) > 0 {
-		return nil, errors.New("no PEM certificate found")
-	}
-	return certs, nil
-}
-
-func publicKeysEqual(a, b crypto.PublicKey) bool {
-	k, ok := a.(interface{ Equal(crypto.PublicKey) bool })
-	return ok && k.Equal(b)
-}
-
-func errOr(err error, msg string) string {
-	if err != nil {
-		return err.Error()
-	}
-	return msg
 }
 
 // serverKeyHold bounds how long a key SSLCI generated waits for certmagic to

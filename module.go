@@ -75,10 +75,11 @@ type Issuer struct {
 	// key (the CSR's) is accepted, and anything else is an error.
 	RequireCSRKey bool `json:"require_csr_key,omitempty"`
 
-	client  *api.Client
-	logger  *zap.Logger
-	account string // a non-secret id of the token, to keep accounts' records apart in storage
-	solver  solver
+	client    *api.Client
+	logger    *zap.Logger
+	issuerKey string // IssuerKey, set by Provision
+	account   string // a non-secret id of the token, to keep accounts' records apart in storage
+	solver    solver
 
 	// acme answers the HTTP check inside Caddy: see GetACMEIssuer.
 	acme *caddytls.ACMEIssuer
@@ -104,10 +105,12 @@ const (
 	defaultVerificationTimeout = 5 * time.Minute
 )
 
-// Provision sets up the issuer.
+// Provision sets up the issuer. It is the one place the config's meaning is
+// checked (the Caddyfile parser checks only its syntax), after placeholders
+// are replaced, as Caddy's ACME issuer does. Its errors, and the api
+// package's it returns, start with "sslci: ".
 func (iss *Issuer) Provision(ctx caddy.Context) error {
 	iss.logger = ctx.Logger()
-	iss.storage = ctx.Storage()
 	iss.serverKeys = make(map[[32]byte]heldKey)
 	repl := caddy.NewReplacer()
 
@@ -131,9 +134,10 @@ func (iss *Issuer) Provision(ctx caddy.Context) error {
 			iss.Method = api.MethodDNS
 		}
 	}
-	if err := iss.validate(); err != nil {
+	if err := iss.checkConfig(); err != nil {
 		return err
 	}
+	iss.issuerKey = issuerKeyFor(iss.Endpoint)
 
 	iss.client, err = api.New(iss.Endpoint, iss.Token)
 	if err != nil {
@@ -164,11 +168,19 @@ func (iss *Issuer) Provision(ctx caddy.Context) error {
 	if iss.AlternateHTTPPort != 0 {
 		iss.acme.Challenges = &caddytls.ChallengesConfig{HTTP: &caddytls.HTTPChallengeConfig{AlternatePort: iss.AlternateHTTPPort}}
 	}
-	return iss.acme.Provision(ctx)
+	if err := iss.acme.Provision(ctx); err != nil {
+		return fmt.Errorf("sslci: setting up the HTTP check: %w", err)
+	}
+	// Last: a context made by caddy.NewContext alone has no storage (the
+	// config errors above are tested with one). SetConfig replaces it with
+	// the automation policy's.
+	iss.storage = ctx.Storage()
+	return nil
 }
 
-// validate checks the config as far as it can be without loading anything.
-func (iss *Issuer) validate() error {
+// checkConfig checks what the config means, once its placeholders are
+// replaced and its defaults applied.
+func (iss *Issuer) checkConfig() error {
 	if err := api.CheckEndpoint(iss.Endpoint); err != nil {
 		return err
 	}
@@ -187,14 +199,14 @@ func (iss *Issuer) validate() error {
 	if iss.Timeout < 0 || iss.VerificationTimeout < 0 {
 		return errors.New("sslci: timeouts must not be negative")
 	}
+	if d := iss.DNS; d != nil && (d.TTL < 0 || d.PropagationDelay < 0 || d.PropagationTimeout < -1) {
+		return errors.New("sslci: dns_ttl and propagation_delay must not be negative, nor propagation_timeout below -1 (-1: do not check)")
+	}
 	if iss.AlternateHTTPPort < 0 || iss.AlternateHTTPPort > 65535 {
 		return fmt.Errorf("sslci: alternate_http_port %d is not a port", iss.AlternateHTTPPort)
 	}
 	return nil
 }
-
-// Validate reports config errors after provisioning.
-func (iss *Issuer) Validate() error { return iss.validate() }
 
 // SetConfig is called by Caddy with the certmagic config this issuer's
 // automation policy uses. We take its storage (so challenges and
@@ -227,10 +239,19 @@ func (iss *Issuer) SetConfig(cfg *certmagic.Config) {
 func (iss *Issuer) GetACMEIssuer() *caddytls.ACMEIssuer { return iss.acme }
 
 // IssuerKey is distinct per endpoint, so certificates from the simulator
-// and from production never overwrite each other in storage.
+// and from production never overwrite each other in storage. Caddy asks
+// only a provisioned issuer (certmagic's Config.Issuers); an unprovisioned
+// one answers for its Endpoint as configured, so a tool can find its storage.
 func (iss *Issuer) IssuerKey() string {
-	u, err := url.Parse(iss.Endpoint)
-	if err != nil || iss.Endpoint == "" {
+	if iss.issuerKey != "" {
+		return iss.issuerKey
+	}
+	return issuerKeyFor(iss.Endpoint)
+}
+
+func issuerKeyFor(endpoint string) string {
+	u, err := url.Parse(endpoint)
+	if err != nil || endpoint == "" {
 		return "sslci"
 	}
 	return "sslci-" + strings.Trim(strings.NewReplacer(":", "-", "/", "-").Replace(u.Host+u.Path), "-")
@@ -246,7 +267,6 @@ func (iss *Issuer) getStorage() certmagic.Storage {
 var (
 	_ caddy.Module          = (*Issuer)(nil)
 	_ caddy.Provisioner     = (*Issuer)(nil)
-	_ caddy.Validator       = (*Issuer)(nil)
 	_ certmagic.Issuer      = (*Issuer)(nil)
 	_ certmagic.PreChecker  = (*Issuer)(nil)
 	_ caddytls.ConfigSetter = (*Issuer)(nil)

@@ -273,15 +273,15 @@ func TestDocumentedErrors(t *testing.T) {
 		call   func() error
 		kind   error
 		status int
-		op     string
+		op     api.Op
 		msg    string // a part of the server's message
 	}{
 		{"401 wrong token", func() error { _, err := wrong.List(ctx); return err }, api.ErrUnauthorized, 401, "list", ""},
 		{"400 two domains", func() error {
 			_, err := c.RequestVerification(ctx, "a.example.test,b.example.test", api.MethodHTTP)
 			return err
-		}, api.ErrInvalidRequest, 400, "request verification", "domain"},
-		{"400 bad method", func() error { _, err := c.RequestVerification(ctx, "a.example.test", "ftp"); return err }, api.ErrInvalidRequest, 400, "request verification", "method"},
+		}, api.ErrInvalidRequest, 400, api.OpRequest, "domain"},
+		{"400 bad method", func() error { _, err := c.RequestVerification(ctx, "a.example.test", "ftp"); return err }, api.ErrInvalidRequest, 400, api.OpRequest, "method"},
 		{"400 unverified finalize", func() error { _, err := c.Finalize(ctx, []string{"never.example.test"}, nil); return err }, api.ErrInvalidRequest, 400, "finalize", "never.example.test"},
 		{"400 empty finalize", func() error { _, err := c.Finalize(ctx, nil, nil); return err }, api.ErrInvalidRequest, 400, "finalize", "domains"},
 		{"403 not yours", func() error { return bob.Delete(ctx, api.RecordOrder, order.OrderID) }, api.ErrForbidden, 403, "delete", ""},
@@ -421,13 +421,17 @@ func TestRetryBounds(t *testing.T) {
 	c.Retry.MaxRetryAfter = time.Second
 	start := time.Now()
 	err := list(c)
-	if !errors.Is(err, api.ErrRateLimited) || !strings.Contains(err.Error(), "retry after 30s") {
+	var apiErr *api.Error
+	if !errors.Is(err, api.ErrRateLimited) || !errors.As(err, &apiErr) || apiErr.RetryAfter != 30*time.Second || !strings.Contains(err.Error(), "retry after 30s") {
 		t.Fatalf("err = %v, want rate limited, saying the server's retry-after", err)
 	}
 	if time.Since(start) > 20*time.Second {
 		t.Error("waited for a Retry-After over MaxRetryAfter")
 	}
 
+	// A client the server has not slowed down.
+	c, _ = api.New(sim.URL(), sim.Token())
+	c.HTTPClient = sim.HTTPClient()
 	sim.InjectFault(sslcitest.OpList, sslcitest.FaultServerError, 100)
 	c.Retry = api.RetryPolicy{MaxAttempts: 100, MinBackoff: 50 * time.Millisecond, MaxBackoff: 100 * time.Millisecond}
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
@@ -455,7 +459,7 @@ func TestUndocumentedAnswers(t *testing.T) {
 		{"405", 405, "application/json", `{"status":false,"message":"Method Not Allowed"}`, 0, api.ErrMethodNotAllowed, "Method Not Allowed"},
 		{"200 with status false", 200, "application/json", `{"status":false,"message":"quota exceeded"}`, 0, api.ErrRejected, "quota exceeded"},
 		{"error field instead of message", 400, "application/json", `{"status":false,"error":"bad domain"}`, 0, api.ErrInvalidRequest, "bad domain"},
-		{"PHP fatal error page", 500, "text/html", "<html><body><b>Fatal error</b>: Uncaught Exception in /var/www/api.php</body></html>", 0, api.ErrServer, "text/html: Fatal error : Uncaught Exception"},
+		{"PHP fatal error page", 500, "text/html", "<html><body><b>Fatal error</b>: Uncaught Exception in /var/www/api.php</body></html>", 0, api.ErrServer, "text/html, 84 bytes: Fatal error: Uncaught Exception in /var/www/api.php"},
 		{"empty 502", 502, "", "", 0, api.ErrServer, "(empty body)"},
 		{"not JSON on 200", 200, "text/plain", "OK", 0, api.ErrMalformed, "not JSON"},
 		{"too large", 200, "application/json", `{"status":true,"pad":"` + strings.Repeat("x", 2<<20) + `"}`, 0, api.ErrTooLarge, "more than"},

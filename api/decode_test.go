@@ -19,7 +19,7 @@ func TestLenientDecoding(t *testing.T) {
 		`{"status":1,"order_id":42.0,"verification":{"token":"tok","content":"tok.th","file_path":"/.well-known/acme-challenge/tok"}}`,
 	} {
 		var w verificationWire
-		if _, err := c.decode("request verification", 200, "application/json", []byte(body), &w); err != nil {
+		if _, err := c.decode(OpRequest, 200, "application/json", []byte(body), &w); err != nil {
 			t.Fatalf("%s: %v", body, err)
 		}
 		v, err := c.verificationFrom(&w, "a.test", MethodHTTP)
@@ -39,7 +39,7 @@ func TestLenientDecoding(t *testing.T) {
 		`{"status":true,"order_id":1,"verification":{"method":"dns","content":"v"}}`:                                   "_acme-challenge.a.test",
 	} {
 		var w verificationWire
-		if _, err := c.decode("request verification", 200, "", []byte(body), &w); err != nil {
+		if _, err := c.decode(OpRequest, 200, "", []byte(body), &w); err != nil {
 			t.Fatal(err)
 		}
 		v, err := c.verificationFrom(&w, "*.a.test", MethodDNS)
@@ -54,7 +54,7 @@ func TestLenientDecoding(t *testing.T) {
 	// "domains" as one name, a comma-separated list or an array.
 	var lw listWire
 	body := `{"status":true,"certificates":[{"crt_id":1,"domains":"a.test","add_time":1,"end_time":2},{"crt_id":"2","domains":"a.test, b.test","add_time":1,"end_time":2},{"crt_id":3,"domains":["a.test","b.test"]}],"pending_orders":[{"order_id":5,"domains":"c.test","status":"pending"}]}`
-	if _, err := c.decode("list", 200, "", []byte(body), &lw); err != nil {
+	if _, err := c.decode(OpList, 200, "", []byte(body), &lw); err != nil {
 		t.Fatal(err)
 	}
 	l := listFrom(&lw)
@@ -79,7 +79,7 @@ func TestRequiredFields(t *testing.T) {
 	}
 	for body, field := range cases {
 		var w verificationWire
-		_, derr := c.decode("request verification", 200, "", []byte(body), &w)
+		_, derr := c.decode(OpRequest, 200, "", []byte(body), &w)
 		var err error = derr
 		if derr == nil {
 			_, err = c.verificationFrom(&w, "a.test", MethodHTTP)
@@ -95,10 +95,10 @@ func TestRequiredFields(t *testing.T) {
 		`{"status":true,"crt":"-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----","key":"junk"}`: "key",
 	} {
 		var w finalizeWire
-		if _, err := c.decode("finalize", 200, "", []byte(body), &w); err != nil {
+		if _, err := c.decode(OpFinalize, 200, "", []byte(body), &w); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := c.certificateFrom(&w); !errors.Is(err, ErrMalformed) || !strings.Contains(err.Error(), "field "+field) {
+		if _, err := certificateFrom(&w); !errors.Is(err, ErrMalformed) || !strings.Contains(err.Error(), "field "+field) {
 			t.Errorf("%s: err = %v, want malformed naming %s", body, err, field)
 		}
 	}
@@ -113,6 +113,30 @@ func TestSanitize(t *testing.T) {
 	if !strings.HasPrefix(out, "Error token [REDACTED] was bad") {
 		t.Errorf("sanitize = %q", out)
 	}
+}
+
+// FuzzSanitize: whatever the server sends, an excerpt is short and never
+// holds the token or a PEM block.
+func FuzzSanitize(f *testing.F) {
+	for _, seed := range []string{
+		"<html><body>-----BEGIN PRIVATE KEY-----\nMIG\n-----END PRIVATE KEY-----</body></html>",
+		"BE<b>GIN</b> PRIVATE<!-- -->KEY &#66;EGIN secret-&#116;oken-0123456789",
+		"<style>x</style><script>BEGIN</script>< a <b",
+		"secret-token-" + testSecret + "-0123456789",
+	} {
+		f.Add(seed, "text/html")
+	}
+	f.Fuzz(func(t *testing.T, body, ctype string) {
+		out := excerpt(ctype, []byte(body), testSecret)
+		for _, banned := range []string{testSecret, "BEGIN", "PRIVATE KEY"} {
+			if strings.Contains(out, banned) {
+				t.Fatalf("excerpt %q carries %q", out, banned)
+			}
+		}
+		if s := sanitize(body, testSecret); len(s) > maxExcerpt+len("…") {
+			t.Fatalf("sanitize gave %d bytes", len(s))
+		}
+	})
 }
 
 // FuzzDecode feeds arbitrary bodies and statuses to every operation's
@@ -130,6 +154,8 @@ func FuzzDecode(f *testing.F) {
 		`<html><body>502 ` + testSecret + `</body></html>`,
 		`{"status": true, "order_id": `,
 		`{"status":false,"message":"secret-<b>token-0123456789</b>"}`,
+		`{"status":true,"key":"-----BEGIN PRIVATE KEY-----\nMIGHAgEA`,
+		`{"status":false,"message":"bad key -----BEGIN PRIVATE KEY-----\nMIG\n-----END PRIVATE KEY-----"}`,
 		``,
 	} {
 		f.Add(200, []byte(seed))
@@ -138,26 +164,31 @@ func FuzzDecode(f *testing.F) {
 	f.Fuzz(func(t *testing.T, status int, body []byte) {
 		c := &Client{token: testSecret}
 		check := func(err error) {
-			if err != nil && strings.Contains(err.Error(), testSecret) {
-				t.Fatalf("error carries the token: %v", err)
+			if err == nil {
+				return
+			}
+			for _, banned := range []string{testSecret, "BEGIN", "PRIVATE KEY"} {
+				if strings.Contains(err.Error(), banned) {
+					t.Fatalf("error carries %q: %v", banned, err)
+				}
 			}
 		}
 		var vw verificationWire
-		if _, err := c.decode("request verification", status, "text/html", body, &vw); err != nil {
+		if _, err := c.decode(OpRequest, status, "text/html", body, &vw); err != nil {
 			check(err)
 		} else {
 			_, err := c.verificationFrom(&vw, "a.test", MethodDNS)
 			check(err)
 		}
 		var fw finalizeWire
-		if _, err := c.decode("finalize", status, "", body, &fw); err != nil {
+		if _, err := c.decode(OpFinalize, status, "", body, &fw); err != nil {
 			check(err)
 		} else {
-			_, err := c.certificateFrom(&fw)
+			_, err := certificateFrom(&fw)
 			check(err)
 		}
 		var lw listWire
-		if _, err := c.decode("list", status, "", body, &lw); err != nil {
+		if _, err := c.decode(OpList, status, "", body, &lw); err != nil {
 			check(err)
 		} else {
 			listFrom(&lw)

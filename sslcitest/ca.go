@@ -87,6 +87,25 @@ func newAuthority(times ...time.Time) (*authority, error) {
 // issue signs a server certificate for pub: CN the first DNS name, SANs all
 // of them (and ips), server authentication only.
 func (a *authority) issue(pub crypto.PublicKey, names []string, ips []net.IP, notBefore, notAfter time.Time) (*x509.Certificate, []byte, error) {
+	return sign(leafTemplate(pub, names, ips, notBefore, notAfter), a.inter, pub, a.interKey)
+}
+
+// selfSigned is a leaf for pub that names itself as its issuer, signed by
+// key: pub's own private key when the simulator has it, else any key (the
+// signature then verifies with nothing, which changes nothing for a client
+// that must refuse the certificate anyway).
+func selfSigned(key crypto.Signer, pub crypto.PublicKey, names []string, notBefore, notAfter time.Time) (*x509.Certificate, []byte, error) {
+	if key == nil {
+		var err error
+		if key, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader); err != nil {
+			return nil, nil, err
+		}
+	}
+	tmpl := leafTemplate(pub, names, nil, notBefore, notAfter)
+	return sign(tmpl, tmpl, pub, key)
+}
+
+func leafTemplate(pub crypto.PublicKey, names []string, ips []net.IP, notBefore, notAfter time.Time) *x509.Certificate {
 	usage := x509.KeyUsageDigitalSignature
 	if _, ok := pub.(*rsa.PublicKey); ok {
 		usage |= x509.KeyUsageKeyEncipherment // RSA key exchange in TLS 1.2
@@ -103,7 +122,7 @@ func (a *authority) issue(pub crypto.PublicKey, names []string, ips []net.IP, no
 	if len(names) > 0 {
 		tmpl.Subject.CommonName = names[0]
 	}
-	return sign(tmpl, a.inter, pub, a.interKey)
+	return tmpl
 }
 
 // servingCert is the TLS certificate of the API itself (wall-clock validity,

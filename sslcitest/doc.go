@@ -5,8 +5,9 @@
 // HTTP method) on a real listener: accounts identified by tokens, HTTP-01 and
 // DNS TXT verifications that are really checked, SAN certificates issued by
 // an intermediate CA under a root that exists only in this process, and
-// fault injection (errors, garbage, dropped connections, rate limits, bad
-// certificates) to exercise a client's error handling.
+// fault injection (errors, garbage, dropped connections, rate limits,
+// redirects, bad certificates, answers lost after the request was
+// processed) to exercise a client's error handling.
 //
 // Where the published documentation is silent, the assumption made is
 // written next to the code that makes it.

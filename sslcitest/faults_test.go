@@ -255,7 +255,8 @@ func TestLatency(t *testing.T) {
 }
 
 func TestFaultOptionsValidated(t *testing.T) {
-	for _, r := range []sslcitest.FaultRates{{Drop: 1.5}, {HTML: -0.1}, {ServerError: 0.6, Unavailable: 0.6}} {
+	for _, r := range []sslcitest.FaultRates{{Drop: 1.5}, {HTML: -0.1}, {ServerError: 0.6, Unavailable: 0.6},
+		{LostAfter: 0.6, CutAfter: 0.5}, {Pending: 0.5, ServerError: 0.6}, {PendingRetryAfter: -time.Second}} {
 		if _, err := sslcitest.NewServer(sslcitest.Options{Faults: r}); err == nil {
 			t.Errorf("%+v accepted", r)
 		}

@@ -5,6 +5,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
 	"strings"
@@ -65,8 +66,9 @@ func (s *Server) finalize(c *call) (any, error) {
 		return nil, err
 	}
 
-	resp := finalizeResponse{Status: true, CA: string(s.ca.interPEM)}
+	resp := finalizeResponse{Status: true}
 	var pub crypto.PublicKey
+	var key crypto.Signer // the key made here, if any
 	csrText, _, err := c.p.str("csr")
 	switch {
 	case err != nil && signCSR:
@@ -78,7 +80,6 @@ func (s *Server) finalize(c *call) (any, error) {
 		resp.CSR = csrText
 	default:
 		// As documented: the service makes the key and CSR itself.
-		var key crypto.Signer
 		if key, resp.Key, resp.CSR, err = newKeyAndCSR(domains); err != nil {
 			return nil, err
 		}
@@ -100,10 +101,11 @@ func (s *Server) finalize(c *call) (any, error) {
 		notAfter = now.Add(-time.Hour)
 		notBefore = notAfter.Add(-s.opts.Validity)
 	}
-	leaf, der, err := s.ca.issue(pub, names, nil, notBefore, notAfter)
+	leaf, der, caPEM, err := s.sign(fault, key, pub, names, notBefore, notAfter)
 	if err != nil {
 		return nil, err
 	}
+	resp.CA = string(caPEM)
 	s.mu.Lock()
 	s.store.addCert(c.account, Certificate{Domains: domains, AddTime: now, EndTime: leaf.NotAfter, Leaf: leaf})
 	s.mu.Unlock()
@@ -119,6 +121,25 @@ func (s *Server) finalize(c *call) (any, error) {
 	resp.Details.ValidTo = leaf.NotAfter.UTC().Format(detailsTime)
 	resp.Details.SAN = "DNS:" + strings.Join(leaf.DNSNames, ", DNS:")
 	return resp, nil
+}
+
+// sign makes the leaf and the "ca" of a finalize answer: from the
+// simulator's intermediate, or as the fault asks, self-signed (its own
+// "ca") or from a throwaway CA.
+func (s *Server) sign(fault Fault, key crypto.Signer, pub crypto.PublicKey, names []string, notBefore, notAfter time.Time) (*x509.Certificate, []byte, []byte, error) {
+	ca := s.ca
+	switch fault {
+	case FaultSelfSigned:
+		leaf, der, err := selfSigned(key, pub, names, notBefore, notAfter)
+		return leaf, der, certPEM(der), err
+	case FaultUnknownRoot:
+		var err error
+		if ca, err = newAuthority(notBefore, time.Now()); err != nil {
+			return nil, nil, nil, err
+		}
+	}
+	leaf, der, err := ca.issue(pub, names, nil, notBefore, notAfter)
+	return leaf, der, ca.interPEM, err
 }
 
 // finalizeDomains is the domains parameter: a non-empty JSON array of

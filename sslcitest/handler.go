@@ -24,14 +24,34 @@ type call struct {
 	p       params
 	op      Op
 	faults  *faultState
-	entry   *Request // its log entry
+	diced   Fault       // the dice's fault, if of a later stage than arrival
+	header  http.Header // of the answer
+	entry   *Request    // its log entry
 }
 
-// fault takes the fault queued for this point of processing, if any
-// (FaultPending, a certificate fault), and records it in the log.
+// fault takes the fault for this point of processing, if any (FaultPending,
+// a certificate fault): the first queued, else the dice's. It records it in
+// the log.
 func (c *call) fault() Fault {
-	f := c.faults.pick(c.op, false)
+	f := c.faults.take(c.op, stageDuring).kind
+	if f == FaultNone && c.diced.stage() == stageDuring && c.diced.appliesTo(c.op) {
+		f = c.diced
+	}
 	c.entry.Fault = f
+	return f
+}
+
+// afterFault takes the fault for a processed request's 200 answer, if any
+// (FaultLostAfter, FaultCutAfter): the first queued, else the dice's. It
+// records it in the log, over a certificate fault of the same request.
+func (c *call) afterFault() Fault {
+	f := c.faults.take(c.op, stageAfter).kind
+	if f == FaultNone && c.diced.stage() == stageAfter {
+		f = c.diced
+	}
+	if f != FaultNone {
+		c.entry.Fault = f
+	}
 	return f
 }
 
@@ -69,9 +89,13 @@ func (s *Server) serveHTTP(rw http.ResponseWriter, r *http.Request) {
 	}
 	op, p, perr := s.parse(w, r)
 	entry.Op, entry.Domains = op, p.loggedDomains()
-	if fault := s.faults.pick(op, true); fault != FaultNone {
-		entry.Fault = fault
-		s.writeFault(w, fault)
+	q := s.faults.take(op, stageBefore)
+	if q.kind == FaultNone {
+		q.kind = s.faults.roll()
+	}
+	if q.kind != FaultNone && q.kind.stage() == stageBefore {
+		entry.Fault = q.kind
+		s.writeFault(w, q)
 		return
 	}
 	if perr != nil {
@@ -83,25 +107,36 @@ func (s *Server) serveHTTP(rw http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	c := &call{ctx: r.Context(), account: account, p: p, op: op, faults: s.faults, entry: &entry}
-	var resp any
-	switch op {
-	case OpList:
-		resp, err = s.list(c)
-	case OpRequest:
-		resp, err = s.requestVerification(c)
-	case OpConfirm:
-		resp, err = s.confirm(c)
-	case OpFinalize:
-		resp, err = s.finalize(c)
-	case OpDelete:
-		resp, err = s.delete(c)
-	}
+	c := &call{ctx: r.Context(), account: account, p: p, op: op, faults: s.faults, diced: q.kind, header: w.Header(), entry: &entry}
+	resp, err := s.operate(c)
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, resp)
+	code, body := encodeJSON(http.StatusOK, resp)
+	if code == http.StatusOK {
+		if after := c.afterFault(); after != FaultNone {
+			writeAfter(w, after, body)
+			return
+		}
+	}
+	writeBody(w, code, body)
+}
+
+func (s *Server) operate(c *call) (any, error) {
+	switch c.op {
+	case OpList:
+		return s.list(c)
+	case OpRequest:
+		return s.requestVerification(c)
+	case OpConfirm:
+		return s.confirm(c)
+	case OpFinalize:
+		return s.finalize(c)
+	case OpDelete:
+		return s.delete(c)
+	}
+	return nil, fmt.Errorf("no operation %q", c.op)
 }
 
 // parse finds the operation and reads the JSON body. Its error is answered
@@ -204,18 +239,27 @@ func writeError(w *recorder, err error) {
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
+	code, body := encodeJSON(code, v)
+	writeBody(w, code, body)
+}
+
+// encodeJSON is v as the body of an answer with code; a 500 if v cannot
+// be encoded.
+func encodeJSON(code int, v any) (int, []byte) {
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)
 	if err := enc.Encode(v); err != nil {
-		code = http.StatusInternalServerError
-		buf.Reset()
-		buf.WriteString(`{"status":false,"message":"internal error: encoding the response"}`)
+		return http.StatusInternalServerError, []byte(`{"status":false,"message":"internal error: encoding the response"}`)
 	}
+	return code, buf.Bytes()
+}
+
+func writeBody(w http.ResponseWriter, code int, body []byte) {
 	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Content-Length", strconv.Itoa(buf.Len()))
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
 	w.WriteHeader(code)
-	w.Write(buf.Bytes())
+	w.Write(body)
 }
 
 // recorder logs the request once, when its status is known and before the

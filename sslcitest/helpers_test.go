@@ -52,23 +52,33 @@ func do(t *testing.T, s *sslcitest.Server, method, token string, body any) reply
 
 // tryDo is do for goroutines other than the test's.
 func tryDo(s *sslcitest.Server, method, token string, body any) (reply, error) {
+	req, err := jsonRequest(s, method, token, body)
+	if err != nil {
+		return reply{}, err
+	}
+	return trySend(s.HTTPClient(), req)
+}
+
+// jsonRequest is a request to the API with body JSON-encoded (unless nil)
+// and the token as a Bearer header (unless empty).
+func jsonRequest(s *sslcitest.Server, method, token string, body any) (*http.Request, error) {
 	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
 		if err != nil {
-			return reply{}, err
+			return nil, err
 		}
 		rd = bytes.NewReader(b)
 	}
 	req, err := http.NewRequest(method, s.URL(), rd)
 	if err != nil {
-		return reply{}, err
+		return nil, err
 	}
 	req.Header.Set("Content-Type", "application/json")
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
-	return trySend(s.HTTPClient(), req)
+	return req, nil
 }
 
 func send(t *testing.T, c *http.Client, req *http.Request) reply {

@@ -2,12 +2,14 @@ package sslcitest
 
 import "sync"
 
-// inflight counts running handlers so that Close can wait for them: after
-// Close a handler must not call Logf (a test's t.Logf would panic).
+// inflight counts running handlers so that Close can wait for them (after
+// Close a handler must not call Logf: a test's t.Logf would panic), and
+// keeps the most that ran at once.
 type inflight struct {
 	mu     sync.Mutex
 	idle   *sync.Cond
 	n      int
+	peak   int
 	closed bool
 }
 
@@ -20,7 +22,14 @@ func (f *inflight) enter() bool {
 		return false
 	}
 	f.n++
+	f.peak = max(f.peak, f.n)
 	return true
+}
+
+func (f *inflight) maxSeen() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.peak
 }
 
 func (f *inflight) leave() {

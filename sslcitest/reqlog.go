@@ -26,8 +26,10 @@ type Request struct {
 	Method  string
 	Domains []string // domain or domains, as sent
 	Status  int      // the status sent; 0 when the connection was dropped
-	Fault   Fault
-	Time    time.Time // the simulator's clock at arrival
+	// Fault is the fault applied, if any. A finalize with a certificate
+	// fault whose answer is then lost or cut shows the latter.
+	Fault Fault
+	Time  time.Time // the simulator's clock at arrival
 }
 
 // maxLog bounds the request log of a long-running simulator; the oldest

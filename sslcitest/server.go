@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -30,6 +31,7 @@ type Server struct {
 	client  *http.Client
 	served  chan struct{} // closed when Serve returns
 	handler inflight
+	conns   atomic.Int64 // accepted
 
 	mu       sync.Mutex // guards the fields below
 	offset   time.Duration
@@ -71,6 +73,8 @@ func NewServer(opts Options) (*Server, error) {
 		s.lookupTXT = resolverFor(o.DNSServer).LookupTXT
 	}
 
+	// Go listens with the kernel's backlog (net.core.somaxconn, 4096 on
+	// current Linux): 1000 clients connecting at once need nothing more.
 	ln, err := net.Listen("tcp", o.Addr)
 	if err != nil {
 		return nil, err
@@ -106,6 +110,11 @@ func NewServer(opts Options) (*Server, error) {
 		Handler:           http.HandlerFunc(s.serveTracked),
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          errLog,
+		ConnState: func(_ net.Conn, st http.ConnState) {
+			if st == http.StateNew {
+				s.conns.Add(1)
+			}
+		},
 	}
 	go func() {
 		defer close(s.served)
@@ -187,6 +196,15 @@ func (s *Server) now() time.Time {
 	defer s.mu.Unlock()
 	return s.opts.Now().Add(s.offset)
 }
+
+// Connections is the number of TCP connections accepted since the server
+// started (not through Handler).
+func (s *Server) Connections() int64 { return s.conns.Load() }
+
+// PeakInFlight is the most API requests handled at once since the server
+// started (not through Handler), counted from the arrival of the request's
+// headers to the end of its answer, Latency included.
+func (s *Server) PeakInFlight() int { return s.handler.maxSeen() }
 
 // Close stops the server at once, cancelling the requests in flight, and
 // returns when their handlers have returned.

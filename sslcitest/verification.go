@@ -109,6 +109,9 @@ func (s *Server) confirm(c *call) (any, error) {
 		return done, nil
 	}
 	if c.fault() == FaultPending {
+		if d := s.faults.rates.PendingRetryAfter; d > 0 {
+			c.header.Set("Retry-After", retryAfterSeconds(d))
+		}
 		return map[string]any{"status": "pending", "message": "verification in progress"}, nil
 	}
 

@@ -1,5 +1,5 @@
 // Command caddy is Caddy's standard main with the sslci issuer plugged in:
-// the same binary `xcaddy build --with github.com/sslci/caddy-sslci` produces.
+// the same binary the README's xcaddy build produces.
 package main
 
 import (
@@ -7,6 +7,7 @@ import (
 
 	// plug in Caddy modules here
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
+	_ "github.com/sslci/caddy-sslci"
 )
 
 func main() {

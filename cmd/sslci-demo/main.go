@@ -1,7 +1,9 @@
 // Command sslci-demo runs the whole thing on this machine, with no account
 // and no network: the SSLCI simulator stands in for SSLCI, and a Caddy with
 // the sslci issuer obtains a certificate for a local name, serves a page
-// over HTTPS and shows the certificate it got, until interrupted.
+// over HTTPS and shows the certificate it got, until interrupted. With
+// -dns, names are verified by DNS, through a loopback DNS server for the
+// name's zone, and Caddy obtains a wildcard certificate too.
 package main
 
 import (
@@ -29,6 +31,7 @@ import (
 	"github.com/caddyserver/certmagic"
 
 	_ "github.com/sslci/caddy-sslci"
+	"github.com/sslci/caddy-sslci/internal/testdns"
 	"github.com/sslci/caddy-sslci/sslcitest"
 )
 
@@ -49,6 +52,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	httpsPort := fs.Int("https-port", 8443, "Caddy's HTTPS port (0: any free port)")
 	dir := fs.String("dir", "", "where to keep Caddy's storage and the simulator's root certificate (default: a new temporary folder, removed at exit)")
 	verbose := fs.Bool("v", false, "show Caddy's INFO logs")
+	byDNS := fs.Bool("dns", false, "verify by DNS, with a loopback DNS server for the name's zone, and get a certificate for *.<name> too")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -66,7 +70,23 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		defer os.RemoveAll(*dir)
 	}
 
-	sim, err := sslcitest.NewServer(sslcitest.Options{HTTPChallengeAddr: net.JoinHostPort("127.0.0.1", strconv.Itoa(*httpPort))})
+	simOpts := sslcitest.Options{HTTPChallengeAddr: net.JoinHostPort("127.0.0.1", strconv.Itoa(*httpPort))}
+	// The names of the site, and those a client asks for (one per certificate).
+	siteNames, probes, dnsLines := *name, []string{*name}, ""
+	if *byDNS {
+		dnsSrv, err := testdns.Start(*name)
+		if err != nil {
+			return fmt.Errorf("starting the DNS server: %w", err)
+		}
+		defer dnsSrv.Close()
+		simOpts.DNSServer = dnsSrv.Addr()
+		siteNames, probes = "*."+*name+", "+*name, []string{"www." + *name, *name}
+		// The issuer publishes the TXT records with the testdns provider,
+		// and waits until the DNS server answers them.
+		dnsLines = fmt.Sprintf("\n\t\t\tdns testdns %s\n\t\t\tresolvers %s\n\t\t\tpropagation_timeout 30s", dnsSrv.Addr(), dnsSrv.Addr())
+		fmt.Fprintf(out, "DNS server for %s: %s (queried by the simulator's checks and by the issuer)\n", *name, dnsSrv.Addr())
+	}
+	sim, err := sslcitest.NewServer(simOpts)
 	if err != nil {
 		return fmt.Errorf("starting the simulator: %w", err)
 	}
@@ -98,13 +118,13 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 %s {
 	tls {
 		issuer sslci {env.SSLCI_TOKEN} {
-			endpoint %s
+			endpoint %s%s
 		}
 	}
 	respond "Hello from {host}: Caddy serves this page with a certificate it obtained from the SSLCI simulator.
 "
 }
-`, *httpPort, *httpsPort, filepath.Join(*dir, "storage"), logLevel, *name, sim.URL())
+`, *httpPort, *httpsPort, filepath.Join(*dir, "storage"), logLevel, siteNames, sim.URL(), dnsLines)
 	cfgJSON, warnings, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(caddyfile), nil)
 	if err != nil {
 		return fmt.Errorf("adapting the Caddyfile: %w", err)
@@ -113,7 +133,11 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		fmt.Fprintln(os.Stderr, "caddyfile:", w.String())
 	}
 	fmt.Fprintf(out, "SSLCI simulator: %s (root CA written to %s)\n", sim.URL(), rootFile)
-	fmt.Fprintf(out, "Caddy: HTTP on 127.0.0.1:%d, HTTPS on 127.0.0.1:%d; obtaining a certificate for %s ...\n", *httpPort, *httpsPort, *name)
+	method := "HTTP"
+	if *byDNS {
+		method = "DNS"
+	}
+	fmt.Fprintf(out, "Caddy: HTTP on 127.0.0.1:%d, HTTPS on 127.0.0.1:%d; obtaining certificates for %s, verified by %s ...\n", *httpPort, *httpsPort, siteNames, method)
 	start := time.Now()
 	if err := caddy.Load(cfgJSON, true); err != nil {
 		return fmt.Errorf("starting Caddy: %w", err)
@@ -121,23 +145,29 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	defer caddy.Stop() //nolint:errcheck
 
 	httpsAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(*httpsPort))
-	leaf, err := waitForCertificate(ctx, httpsAddr, *name, sim.RootPool(), 2*time.Minute)
-	if err != nil {
-		return err
+	var leaves []*x509.Certificate
+	for _, probe := range probes {
+		leaf, err := waitForCertificate(ctx, httpsAddr, probe, sim.RootPool(), 2*time.Minute)
+		if err != nil {
+			return err
+		}
+		leaves = append(leaves, leaf)
 	}
-	fmt.Fprintf(out, "\nCertificate obtained in %s with %d SSLCI API requests:\n", time.Since(start).Round(time.Millisecond), sim.CountRequests(sslcitest.OpAny))
-	fmt.Fprintf(out, "  issuer:    %s\n", leaf.Issuer.CommonName)
-	fmt.Fprintf(out, "  names:     %s\n", strings.Join(leaf.DNSNames, ", "))
-	fmt.Fprintf(out, "  valid:     %s to %s\n", leaf.NotBefore.UTC().Format(time.DateTime), leaf.NotAfter.UTC().Format(time.DateTime))
-	fmt.Fprintf(out, "  serial:    %x\n", leaf.SerialNumber)
-	fmt.Fprintf(out, "  key:       %s\n", keySource(ctx, filepath.Join(*dir, "storage"), *name))
+	fmt.Fprintf(out, "\n%d certificate(s) obtained in %s with %d SSLCI API requests:\n", len(leaves), time.Since(start).Round(time.Millisecond), sim.CountRequests(sslcitest.OpAny))
+	for _, leaf := range leaves {
+		fmt.Fprintf(out, "\n  issuer:    %s\n", leaf.Issuer.CommonName)
+		fmt.Fprintf(out, "  names:     %s\n", strings.Join(leaf.DNSNames, ", "))
+		fmt.Fprintf(out, "  valid:     %s to %s\n", leaf.NotBefore.UTC().Format(time.DateTime), leaf.NotAfter.UTC().Format(time.DateTime))
+		fmt.Fprintf(out, "  serial:    %x\n", leaf.SerialNumber)
+		fmt.Fprintf(out, "  key:       %s\n", keySource(ctx, filepath.Join(*dir, "storage"), leaf.DNSNames[0]))
+	}
 
-	body, err := fetch(ctx, httpsAddr, *name, sim.RootPool())
+	body, err := fetch(ctx, httpsAddr, probes[0], sim.RootPool())
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "\nGET https://%s:%d/ -> %s", *name, *httpsPort, body)
-	fmt.Fprintf(out, "\nTry it yourself:\n  curl --resolve %s:%d:127.0.0.1 --cacert %s https://%s:%d/\n", *name, *httpsPort, rootFile, *name, *httpsPort)
+	fmt.Fprintf(out, "\nGET https://%s:%d/ -> %s", probes[0], *httpsPort, body)
+	fmt.Fprintf(out, "\nTry it yourself:\n  curl --resolve %s:%d:127.0.0.1 --cacert %s https://%s:%d/\n", probes[0], *httpsPort, rootFile, probes[0], *httpsPort)
 	fmt.Fprintln(out, "\nRunning until interrupted (Ctrl-C).")
 	<-ctx.Done()
 	fmt.Fprintln(out, "Stopping.")

@@ -50,7 +50,9 @@ sslci-sim is a local stand-in for the SSLCI REST API (https://www.sslci.com/api)
 the same operations at one path, /api, with accounts identified by tokens,
 HTTP-01 files and DNS TXT records that are really checked, and certificates
 issued by a throw-away root CA that exists only while it runs. It can inject
-faults to exercise a client's error handling.
+faults to exercise a client's error handling: each request rolls the dice
+once against the -fault rates (which add up to at most 1); a pending roll
+strikes only a confirm, a lost-after or cut-after roll only a 200 answer.
 
 Example:
   sslci-sim -token dev-token -http-addr 127.0.0.1:8080 -v
@@ -87,8 +89,12 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.Float64Var(&o.Faults.Drop, "fault-drop", 0, "`rate` of connections closed without an answer")
 	fs.Float64Var(&o.Faults.RateLimit, "fault-429", 0, "`rate` of 429 Too Many Requests answers")
 	fs.Float64Var(&o.Faults.Unavailable, "fault-503", 0, "`rate` of 503 Service Unavailable answers")
+	fs.Float64Var(&o.Faults.Pending, "fault-pending", 0, "`rate` of confirm answers that say \"pending\" without checking")
+	fs.Float64Var(&o.Faults.LostAfter, "fault-lost-after", 0, "`rate` of requests processed, then answered by closing the connection")
+	fs.Float64Var(&o.Faults.CutAfter, "fault-cut-after", 0, "`rate` of requests processed, then answered with half their JSON")
 	fs.DurationVar(&o.Faults.Latency, "latency", 0, "delay added before every answer")
 	fs.DurationVar(&o.Faults.RetryAfter, "retry-after", time.Second, "Retry-After sent with 429 and 503 (whole seconds)")
+	fs.DurationVar(&o.Faults.PendingRetryAfter, "pending-retry-after", 0, "Retry-After sent with \"pending\" confirm answers (whole seconds; default none)")
 	fs.Int64Var(&o.Seed, "seed", 0, "seed of the fault dice (the same seed repeats the same faults)")
 	fs.BoolVar(&c.verbose, "v", false, "log every request to stderr (tokens are never logged)")
 	if err := fs.Parse(args); err != nil {

@@ -25,7 +25,8 @@ func TestParseFlags(t *testing.T) {
 		"-sign-csr", "-http-addr", "127.0.0.1:8080", "-dns-server", "127.0.0.1:5353",
 		"-tls", "-tls-host", "sim.test,127.0.0.2", "-root-out", "r.pem",
 		"-fault-500", "0.1", "-fault-malformed", "0.05", "-fault-html", "0.02", "-fault-drop", "0.01",
-		"-fault-429", "0.2", "-fault-503", "0.3", "-latency", "50ms", "-retry-after", "3s", "-seed", "7", "-v",
+		"-fault-429", "0.2", "-fault-503", "0.05", "-fault-pending", "0.04", "-fault-lost-after", "0.03", "-fault-cut-after", "0.06",
+		"-latency", "50ms", "-retry-after", "3s", "-pending-retry-after", "2s", "-seed", "7", "-v",
 	}, io.Discard)
 	if err != nil {
 		t.Fatal(err)
@@ -39,20 +40,22 @@ func TestParseFlags(t *testing.T) {
 		t.Errorf("options %+v", c)
 	}
 	if f.ServerError != 0.1 || f.MalformedJSON != 0.05 || f.HTML != 0.02 || f.Drop != 0.01 || f.RateLimit != 0.2 ||
-		f.Unavailable != 0.3 || f.Latency != 50*time.Millisecond || f.RetryAfter != 3*time.Second {
+		f.Unavailable != 0.05 || f.Pending != 0.04 || f.LostAfter != 0.03 || f.CutAfter != 0.06 ||
+		f.Latency != 50*time.Millisecond || f.RetryAfter != 3*time.Second || f.PendingRetryAfter != 2*time.Second {
 		t.Errorf("faults %+v", f)
 	}
 
 	c, err = parseFlags(nil, io.Discard)
 	if err != nil || c.opts.Addr != "127.0.0.1:8555" || c.rootOut != "sslci-sim-root.pem" || len(c.opts.Tokens) != 0 ||
-		c.opts.Validity != 0 || c.opts.Faults.RetryAfter != time.Second {
+		c.opts.Validity != 0 || c.opts.Faults.RetryAfter != time.Second || c.opts.Faults.PendingRetryAfter != 0 {
 		t.Errorf("defaults %+v %v", c, err)
 	}
 }
 
 func TestParseFlagsErrors(t *testing.T) {
 	var out bytes.Buffer
-	if _, err := parseFlags([]string{"-h"}, &out); !errors.Is(err, flag.ErrHelp) || !strings.Contains(out.String(), "Usage: sslci-sim") || !strings.Contains(out.String(), "-fault-429") {
+	if _, err := parseFlags([]string{"-h"}, &out); !errors.Is(err, flag.ErrHelp) || !strings.Contains(out.String(), "Usage: sslci-sim") || !strings.Contains(out.String(), "-fault-429") ||
+		!strings.Contains(out.String(), "-fault-lost-after") || !strings.Contains(out.String(), "-pending-retry-after") {
 		t.Errorf("-h: %v\n%s", err, out.String())
 	}
 	for _, args := range [][]string{{"-nope"}, {"-latency", "x"}, {"extra"}, {"-tls-host", "a.test"}} {
@@ -91,16 +94,7 @@ func TestRun(t *testing.T) {
 		done <- run(ctx, []string{"-addr", "127.0.0.1:0", "-token", "demo-token", "-root-out", root, "-v"}, &stdout, &stderr)
 	}()
 
-	urlRE := regexp.MustCompile(`API URL:\s+(\S+)`)
-	var url string
-	for deadline := time.Now().Add(10 * time.Second); url == "" && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-		if m := urlRE.FindStringSubmatch(stdout.String()); m != nil {
-			url = m[1]
-		}
-	}
-	if url == "" {
-		t.Fatalf("no URL printed:\n%s%s", stdout.String(), stderr.String())
-	}
+	url := waitURL(t, &stdout, &stderr)
 	if !strings.Contains(stdout.String(), "demo-token") || !strings.Contains(stdout.String(), root) {
 		t.Errorf("banner:\n%s", stdout.String())
 	}
@@ -137,4 +131,49 @@ func TestRun(t *testing.T) {
 	if log := stderr.String(); !strings.Contains(log, "op=list") || strings.Contains(log, "demo-token") {
 		t.Errorf("request log:\n%s", log)
 	}
+}
+
+// TestRunCutAfter runs the program with -fault-cut-after 1: every answer
+// is cut off after its headers and half its JSON.
+func TestRunCutAfter(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var stdout, stderr syncBuffer
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"-addr", "127.0.0.1:0", "-token", "demo-token", "-root-out", "", "-fault-cut-after", "1", "-v"}, &stdout, &stderr)
+	}()
+	url := waitURL(t, &stdout, &stderr)
+
+	req, _ := http.NewRequest("GET", url, nil)
+	req.Header.Set("Authorization", "Bearer demo-token")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !errors.Is(err, io.ErrUnexpectedEOF) || !strings.HasPrefix(string(body), `{"status":true`) {
+		t.Errorf("got %d %q %v, want 200 and half a JSON body", resp.StatusCode, body, err)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(stderr.String(), "fault=cut_after") {
+		t.Errorf("request log:\n%s", stderr.String())
+	}
+}
+
+// waitURL waits for run to print the API URL.
+func waitURL(t *testing.T, stdout, stderr *syncBuffer) string {
+	t.Helper()
+	urlRE := regexp.MustCompile(`API URL:\s+(\S+)`)
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if m := urlRE.FindStringSubmatch(stdout.String()); m != nil {
+			return m[1]
+		}
+	}
+	t.Fatalf("no URL printed:\n%s%s", stdout.String(), stderr.String())
+	return ""
 }

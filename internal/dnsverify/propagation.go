@@ -10,6 +10,8 @@ import (
 
 	"github.com/miekg/dns"
 	"go.uber.org/zap"
+
+	"github.com/sslci/caddy-sslci/internal/dnstxt"
 )
 
 const (
@@ -165,7 +167,7 @@ func lookup(ctx context.Context, resolvers []string, name string, qtype uint16) 
 // check asks every server for the TXT records at name; it reports whether
 // all of them have value, and what those that had not answered.
 func check(ctx context.Context, servers []string, name, value string) (bool, string) {
-	want := escape(value)
+	want := dnstxt.Escape(value)
 	var missing []string
 	for _, srv := range servers {
 		if seen, ok := checkOne(ctx, srv, name, want); !ok {
@@ -243,24 +245,4 @@ func sleep(ctx context.Context, d time.Duration) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-}
-
-// escape puts raw bytes in the presentation form miekg/dns gives TXT
-// strings (quotes and backslashes escaped, unprintable bytes as \DDD), so
-// that a value compares with what it unpacked. Escaping works byte by byte,
-// so the escaped strings of a record join to the escaped value.
-func escape(s string) string {
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		switch c := s[i]; {
-		case c == '"' || c == '\\':
-			b.WriteByte('\\')
-			b.WriteByte(c)
-		case c < ' ' || c > '~':
-			fmt.Fprintf(&b, "\\%03d", c)
-		default:
-			b.WriteByte(c)
-		}
-	}
-	return b.String()
 }

@@ -86,39 +86,42 @@ func (p *Provider) GetRecords(ctx context.Context, zone string) ([]libdns.Record
 
 // AppendRecords adds TXT records to zone and returns them as stored.
 func (p *Provider) AppendRecords(ctx context.Context, zone string, recs []libdns.Record) ([]libdns.Record, error) {
+	return p.write(ctx, zone, recs, false)
+}
+
+// SetRecords makes the given TXT records the only ones at their names.
+func (p *Provider) SetRecords(ctx context.Context, zone string, recs []libdns.Record) ([]libdns.Record, error) {
+	return p.write(ctx, zone, recs, true)
+}
+
+// write stores recs in zone, once it has checked that every one is a TXT
+// record; with replace, the records at their names are removed first.
+func (p *Provider) write(ctx context.Context, zone string, recs []libdns.Record, replace bool) ([]libdns.Record, error) {
 	srv, err := p.server(ctx)
 	if err != nil {
 		return nil, err
 	}
-	rrs, err := txtOnly(recs)
-	if err != nil {
-		return nil, err
+	stored := make([]record, len(recs))
+	for i, r := range recs {
+		rr := r.RR()
+		if rr.Type != "TXT" {
+			return nil, fmt.Errorf("testdns: only TXT records are supported, not %q", rr.Type)
+		}
+		stored[i] = record{name: libdns.AbsoluteName(rr.Name, zone), value: rr.Data, ttl: rr.TTL}
+	}
+	if replace {
+		for _, rec := range stored {
+			srv.remove(rec.name, "", 0)
+		}
 	}
 	var out []libdns.Record
-	for _, rr := range rrs {
-		rec := record{name: libdns.AbsoluteName(rr.Name, zone), value: rr.Data, ttl: rr.TTL}
+	for _, rec := range stored {
 		if err := srv.AppendTXT(rec.name, rec.value, rec.ttl); err != nil {
 			return out, err
 		}
 		out = append(out, rec.libdnsRecord(zone))
 	}
 	return out, nil
-}
-
-// SetRecords makes the given TXT records the only ones at their names.
-func (p *Provider) SetRecords(ctx context.Context, zone string, recs []libdns.Record) ([]libdns.Record, error) {
-	srv, err := p.server(ctx)
-	if err != nil {
-		return nil, err
-	}
-	rrs, err := txtOnly(recs)
-	if err != nil {
-		return nil, err
-	}
-	for _, rr := range rrs {
-		srv.remove(libdns.AbsoluteName(rr.Name, zone), "", 0)
-	}
-	return p.AppendRecords(ctx, zone, recs)
 }
 
 // DeleteRecords deletes the TXT records matching recs (an empty value or
@@ -150,18 +153,6 @@ func (p *Provider) server(ctx context.Context) (*Server, error) {
 		return nil, fmt.Errorf("testdns: no server running at %q", p.Server)
 	}
 	return srv, nil
-}
-
-// txtOnly checks that every record is a TXT record before any is written.
-func txtOnly(recs []libdns.Record) ([]libdns.RR, error) {
-	rrs := make([]libdns.RR, len(recs))
-	for i, r := range recs {
-		rrs[i] = r.RR()
-		if rrs[i].Type != "TXT" {
-			return nil, fmt.Errorf("testdns: only TXT records are supported, not %q", rrs[i].Type)
-		}
-	}
-	return rrs, nil
 }
 
 // libdnsRecord is rec as the provider returns it: named relative to zone.

@@ -11,7 +11,6 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/miekg/dns"
 )
@@ -27,11 +26,11 @@ type Server struct {
 	tcp     *dns.Server
 	queries atomic.Int64
 	close   sync.Once
+	delay   atomic.Int64 // time.Duration: see SetDelay
+	hidden  atomic.Bool  // see SetHidden
 
 	mu      sync.Mutex
 	records []record
-	delay   time.Duration
-	hidden  bool
 }
 
 // Start serves the given zones (e.g. "example.test") on 127.0.0.1 at a free

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/sslci/caddy-sslci/internal/dnstxt"
 )
 
 func start(t *testing.T, zones ...string) *Server {
@@ -119,8 +121,8 @@ func TestLongValue(t *testing.T) {
 	if len(r.Answer) != 1 || len(r.Answer[0].(*dns.TXT).Txt) != 2 {
 		t.Fatalf("want one record of two strings: %v", r)
 	}
-	if got := txtValues(r)[0]; got != escape(value) {
-		t.Errorf("got %q, want %q", got, escape(value))
+	if got := txtValues(r)[0]; got != dnstxt.Escape(value) {
+		t.Errorf("got %q, want %q", got, dnstxt.Escape(value))
 	}
 }
 

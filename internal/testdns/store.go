@@ -2,10 +2,11 @@ package testdns
 
 import (
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/sslci/caddy-sslci/internal/dnstxt"
 )
 
 // record is a stored TXT record.
@@ -35,7 +36,7 @@ func (s *Server) AppendTXT(name, value string, ttl time.Duration) error {
 		name:    name,
 		value:   value,
 		ttl:     ttl.Truncate(time.Second),
-		visible: time.Now().Add(s.delay),
+		visible: time.Now().Add(time.Duration(s.delay.Load())),
 	})
 	return nil
 }
@@ -49,31 +50,19 @@ func (s *Server) DeleteTXT(name, value string) bool {
 // TXT returns the values stored at name, including those not answered yet.
 func (s *Server) TXT(name string) []string {
 	name = dns.CanonicalName(name)
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	var values []string
-	for _, rec := range s.records {
-		if rec.name == name {
-			values = append(values, rec.value)
-		}
+	for _, rec := range s.matching(func(rec record) bool { return rec.name == name }) {
+		values = append(values, rec.value)
 	}
 	return values
 }
 
 // SetDelay makes records appended from now on visible only d after.
-func (s *Server) SetDelay(d time.Duration) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.delay = d
-}
+func (s *Server) SetDelay(d time.Duration) { s.delay.Store(int64(d)) }
 
 // SetHidden keeps every TXT record out of the answers while hidden is true:
 // a record that never appears.
-func (s *Server) SetHidden(hidden bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.hidden = hidden
-}
+func (s *Server) SetHidden(hidden bool) { s.hidden.Store(hidden) }
 
 // remove deletes the records at name matching value and ttl ("" and 0 match
 // any) and returns them.
@@ -97,20 +86,25 @@ func (s *Server) remove(name, value string, ttl time.Duration) []record {
 // within returns the records stored in zone.
 func (s *Server) within(zone string) []record {
 	zone = dns.CanonicalName(zone)
+	return s.matching(func(rec record) bool { return dns.IsSubDomain(zone, rec.name) })
+}
+
+// matching returns the stored records for which keep is true.
+func (s *Server) matching(keep func(record) bool) []record {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var recs []record
 	for _, rec := range s.records {
-		if dns.IsSubDomain(zone, rec.name) {
+		if keep(rec) {
 			recs = append(recs, rec)
 		}
 	}
 	return recs
 }
 
-// visible reports whether rec is answered at now; s.mu must be held.
+// visible reports whether rec is answered at now.
 func (s *Server) visible(rec record, now time.Time) bool {
-	return !s.hidden && !now.Before(rec.visible)
+	return !s.hidden.Load() && !now.Before(rec.visible)
 }
 
 // rr is rec as an answer: the value cut into the 255-byte strings of the
@@ -119,28 +113,9 @@ func (rec record) rr() *dns.TXT {
 	txt := &dns.TXT{Hdr: header(rec.name, dns.TypeTXT, uint32(rec.ttl/time.Second))}
 	v := rec.value
 	for len(v) > 255 {
-		txt.Txt = append(txt.Txt, escape(v[:255]))
+		txt.Txt = append(txt.Txt, dnstxt.Escape(v[:255]))
 		v = v[255:]
 	}
-	txt.Txt = append(txt.Txt, escape(v))
+	txt.Txt = append(txt.Txt, dnstxt.Escape(v))
 	return txt
-}
-
-// escape puts raw bytes in the presentation form miekg/dns keeps TXT strings
-// in (quotes and backslashes escaped, unprintable bytes as \DDD), which it
-// decodes again when packing.
-func escape(s string) string {
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		switch c := s[i]; {
-		case c == '"' || c == '\\':
-			b.WriteByte('\\')
-			b.WriteByte(c)
-		case c < ' ' || c > '~':
-			fmt.Fprintf(&b, "\\%03d", c)
-		default:
-			b.WriteByte(c)
-		}
-	}
-	return b.String()
 }

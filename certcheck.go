@@ -1,0 +1,129 @@
+package sslci
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/certmagic"
+
+	"github.com/sslci/caddy-sslci/api"
+)
+
+// This file checks a finalize answer before certmagic gets it. certmagic
+// stores IssuedCertificate.Certificate as given and later loads it with
+// tls.X509KeyPair next to the private key it made for the CSR: so the chain
+// must be PEM, leaf first, and a certificate for a key SSLCI generated is
+// usable only once that key is stored in place of certmagic's (serverkey).
+
+// checkedCertificate is a finalize answer that passed checkCertificate.
+type checkedCertificate struct {
+	leaf     *x509.Certificate
+	chainPEM []byte // leaf, then the chain from "ca"
+	// serverKey is SSLCI's private key (PEM) when the certificate is for it
+	// rather than for the CSR's key.
+	serverKey []byte
+}
+
+// checkCertificate refuses anything Caddy could not serve as asked: a leaf
+// that does not parse, misses a requested name, is not valid now, does not
+// chain through "ca", or is for a key that is neither the CSR's nor the one
+// SSLCI returned.
+func checkCertificate(cert *api.Certificate, names []string, csr *x509.CertificateRequest, now time.Time) (*checkedCertificate, error) {
+	certs, err := parseCertificates(cert.CertificatePEM)
+	if err != nil {
+		return nil, fmt.Errorf("field crt: %w", err)
+	}
+	if len(certs) == 0 {
+		return nil, errors.New("field crt: no certificate")
+	}
+	leaf := certs[0]
+	chain, err := parseCertificates(cert.CAPEM)
+	if err != nil {
+		return nil, fmt.Errorf("field ca: %w", err)
+	}
+	// Some APIs put the chain after the leaf in "crt"; accept it there too.
+	chain = append(certs[1:], chain...)
+	if len(chain) == 0 {
+		return nil, errors.New("no issuing chain (field ca is empty)")
+	}
+	for _, name := range names {
+		if !slices.ContainsFunc(leaf.DNSNames, func(s string) bool { return strings.EqualFold(s, name) }) {
+			return nil, fmt.Errorf("the certificate does not cover %s (it names %s)", name, strings.Join(leaf.DNSNames, ", "))
+		}
+	}
+	if now.Before(leaf.NotBefore.Add(-5*time.Minute)) || !now.Before(leaf.NotAfter) {
+		return nil, fmt.Errorf("the certificate is not valid now (valid from %s to %s)", leaf.NotBefore.UTC(), leaf.NotAfter.UTC())
+	}
+	roots, intermediates := x509.NewCertPool(), x509.NewCertPool()
+	roots.AddCert(chain[len(chain)-1])
+	for _, c := range chain[:len(chain)-1] {
+		intermediates.AddCert(c)
+	}
+	if _, err := leaf.Verify(x509.VerifyOptions{
+		Roots: roots, Intermediates: intermediates, CurrentTime: now,
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}); err != nil {
+		return nil, fmt.Errorf("the certificate does not chain through the returned ca: %w", err)
+	}
+
+	out := &checkedCertificate{leaf: leaf}
+	switch {
+	case publicKeysEqual(leaf.PublicKey, csr.PublicKey):
+	case len(cert.PrivateKeyPEM) > 0:
+		key, err := certmagic.PEMDecodePrivateKey(cert.PrivateKeyPEM)
+		if err != nil {
+			return nil, fmt.Errorf("field key: %w", err)
+		}
+		if !publicKeysEqual(leaf.PublicKey, key.Public()) {
+			return nil, errors.New("the certificate is for neither the CSR's key nor the key SSLCI returned")
+		}
+		// Re-encode: what we store is a key we have parsed, in certmagic's form.
+		if out.serverKey, err = certmagic.PEMEncodePrivateKey(key); err != nil {
+			return nil, fmt.Errorf("field key: %w", err)
+		}
+	default:
+		return nil, errors.New("the certificate is not for the CSR's key, and SSLCI returned no key")
+	}
+
+	var buf bytes.Buffer
+	for _, c := range append([]*x509.Certificate{leaf}, chain...) {
+		_ = pem.Encode(&buf, &pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
+	}
+	out.chainPEM = buf.Bytes()
+	return out, nil
+}
+
+func parseCertificates(pemData []byte) ([]*x509.Certificate, error) {
+	var certs []*x509.Certificate
+	for {
+		var block *pem.Block
+		block, pemData = pem.Decode(pemData)
+		if block == nil {
+			break
+		}
+		if block.Type != "CERTIFICATE" {
+			continue
+		}
+		c, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, err
+		}
+		certs = append(certs, c)
+	}
+	if len(certs) == 0 && len(bytes.TrimSpace(pemData)) > 0 {
+		return nil, errors.New("no PEM certificate found")
+	}
+	return certs, nil
+}
+
+func publicKeysEqual(a, b crypto.PublicKey) bool {
+	k, ok := a.(interface{ Equal(crypto.PublicKey) bool })
+	return ok && k.Equal(b)
+}

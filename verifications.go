@@ -1,0 +1,72 @@
+package sslci
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io/fs"
+	"path"
+	"time"
+
+	"github.com/caddyserver/certmagic"
+	"go.uber.org/zap"
+)
+
+// This file keeps a record of each name SSLCI confirmed, in the storage of
+// the automation policy (certmagic.Config.Storage, given by SetConfig), so
+// that every Caddy sharing the storage skips verifying it again while
+// SSLCI still accepts the verification. A missing or unreadable record only
+// costs a verification.
+
+// SSLCI accepts a verification for finalize for 29 days. We reuse one for
+// a day less, so a verification never expires between our check and the
+// provider's.
+const (
+	verificationWindow = 29 * 24 * time.Hour
+	reuseMargin        = 24 * time.Hour
+)
+
+// verificationRecord is kept in storage for each name SSLCI confirmed.
+type verificationRecord struct {
+	Domain     string    `json:"domain"`
+	OrderID    int64     `json:"order_id"`
+	VerifiedAt time.Time `json:"verified_at"`
+}
+
+// verificationKey is per endpoint and per account (a hash of the token,
+// never the token), since SSLCI's verifications belong to an account. Keys
+// are made safe with certmagic.StorageKeys.Safe, as certmagic's own are.
+func (iss *Issuer) verificationKey(name string) string {
+	return path.Join("sslci", certmagic.StorageKeys.Safe(iss.IssuerKey()), iss.account, "verifications", certmagic.StorageKeys.Safe(name)+".json")
+}
+
+func (iss *Issuer) recentlyVerified(ctx context.Context, name string) bool {
+	data, err := iss.getStorage().Load(ctx, iss.verificationKey(name))
+	if err != nil {
+		if !errors.Is(err, fs.ErrNotExist) {
+			iss.logger.Warn("reading a verification record", zap.String("identifier", name), zap.Error(err))
+		}
+		return false
+	}
+	var rec verificationRecord
+	if err := json.Unmarshal(data, &rec); err != nil {
+		iss.logger.Warn("ignoring a corrupt verification record", zap.String("identifier", name), zap.Error(err))
+		return false
+	}
+	age := time.Since(rec.VerifiedAt)
+	return age >= 0 && age < verificationWindow-reuseMargin
+}
+
+func (iss *Issuer) rememberVerification(ctx context.Context, name string, orderID int64) {
+	data, _ := json.Marshal(verificationRecord{Domain: name, OrderID: orderID, VerifiedAt: time.Now().UTC()})
+	if err := iss.getStorage().Store(ctx, iss.verificationKey(name), data); err != nil {
+		// Not fatal: the next issuance verifies the name again.
+		iss.logger.Warn("storing a verification record", zap.String("identifier", name), zap.Error(err))
+	}
+}
+
+func (iss *Issuer) forgetVerification(ctx context.Context, name string) {
+	if err := iss.getStorage().Delete(ctx, iss.verificationKey(name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		iss.logger.Warn("deleting a verification record", zap.String("identifier", name), zap.Error(err))
+	}
+}
