@@ -131,6 +131,25 @@ func (p *caddyProc) peakRSS() int {
 	return 0
 }
 
+// cpuSeconds is the user and system CPU time the process used so far, or 0
+// where /proc is not there.
+func (p *caddyProc) cpuSeconds() float64 {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid))
+	if err != nil {
+		return 0
+	}
+	// The fields after the command name, which is in parentheses: utime
+	// and stime are the 12th and 13th, in clock ticks of 1/100 s on Linux.
+	_, rest, _ := bytes.Cut(data, []byte(") "))
+	f := strings.Fields(string(rest))
+	if len(f) < 13 {
+		return 0
+	}
+	utime, _ := strconv.Atoi(f[11])
+	stime, _ := strconv.Atoi(f[12])
+	return float64(utime+stime) / 100
+}
+
 // stop asks Caddy to stop, and kills it if it has not within 10 seconds.
 func (p *caddyProc) stop() {
 	select {

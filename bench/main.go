@@ -86,7 +86,7 @@ func run(ctx context.Context, args []string) (err error) {
 	for _, n := range sizes {
 		for _, iss := range issuers {
 			if iss == issuerACME && n > *acmeMax {
-				reason := fmt.Sprintf("not run: %d names is above -acme-max %d (Caddy's ACME rate limit of 10 orders per 10 s: about %d s)", n, *acmeMax, n)
+				reason := fmt.Sprintf("not run (-acme-max %d): about %d s at Caddy's ACME rate limit of 10 orders per 10 s", *acmeMax, n)
 				fmt.Fprintf(os.Stderr, "%-5s %5d names: %s\n", iss, n, reason)
 				res.Skipped = append(res.Skipped, skipped{Issuer: iss, Names: n, Reason: reason})
 				continue
@@ -97,8 +97,8 @@ func run(ctx context.Context, args []string) (err error) {
 				if err != nil {
 					return fmt.Errorf("%s, %d names: %w", iss, n, err)
 				}
-				fmt.Fprintf(os.Stderr, "%-5s %5d names: %8.3f s, %d API requests, %d TCP connections, Caddy peak %d MiB, %d errors logged\n",
-					iss, n, r.Seconds, r.API.Requests, r.API.Conns, r.PeakKiB/1024, r.Errors)
+				fmt.Fprintf(os.Stderr, "%-5s %5d names: %8.3f s, %d API requests, %d TCP connections, Caddy %.2f s CPU, peak %d MiB, %d errors logged\n",
+					iss, n, r.Seconds, r.API.Requests, r.API.Conns, r.CPUSeconds, r.PeakKiB/1024, r.Errors)
 				res.Issuance = append(res.Issuance, r)
 			}
 		}

@@ -117,12 +117,12 @@ func (r *results) markdown() string {
 	}
 
 	b.WriteString("\nAPI traffic and memory of each run (requests and connections counted by the benchmark's listener in front of the CA):\n\n")
-	b.WriteString("| issuer | names | API requests | per certificate | TCP connections | Caddy peak RSS |\n|---|---:|---:|---:|---:|---:|\n")
+	b.WriteString("| issuer | names | API requests | per certificate | TCP connections | Caddy CPU | Caddy peak RSS |\n|---|---:|---:|---:|---:|---:|---:|\n")
 	for _, iss := range issuers {
 		for _, n := range r.sizes() {
 			if x, ok := r.find(iss, n); ok {
-				fmt.Fprintf(&b, "| %s | %d | %d | %.1f | %d | %d MiB |\n", issuerTitle[iss], x.Names, x.API.Requests,
-					float64(x.API.Requests)/float64(x.Names), x.API.Conns, (x.PeakKiB+512)/1024)
+				fmt.Fprintf(&b, "| %s | %d | %d | %.1f | %d | %.2f s | %d MiB |\n", issuerTitle[iss], x.Names, x.API.Requests,
+					float64(x.API.Requests)/float64(x.Names), x.API.Conns, x.CPUSeconds, (x.PeakKiB+512)/1024)
 			}
 		}
 	}

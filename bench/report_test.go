@@ -29,7 +29,7 @@ func TestMarkdownTable(t *testing.T) {
 		"| 1 | 0.560 s | 0.041 s |", // the median of three ACME runs
 		"| 10 | | 0.105 s |",
 		"| 1000 | not run: above -acme-max | 3.90 s |",
-		"| sslci + simulator | 1000 | 3000 | 3.0 | 1 | 50 MiB |",
+		"| sslci + simulator | 1000 | 3000 | 3.0 | 1 | 0.00 s | 50 MiB |",
 		"| sslci + simulator | 0.020 s | 1 | 1 | finalize ×1 |",
 		"median of 3 runs",
 	} {
