@@ -154,10 +154,11 @@ func parseSizes(s string) ([]int, error) {
 }
 
 // sourceDir is this module's folder, where `go run .` compiled it from, so
-// that the command works from any working directory.
+// that the command works from any working directory; the working directory
+// if the build trimmed the paths.
 func sourceDir() string {
 	_, file, _, ok := runtime.Caller(0)
-	if !ok {
+	if !ok || !filepath.IsAbs(file) {
 		return "."
 	}
 	return filepath.Dir(file)

@@ -78,8 +78,8 @@ func (s site) config() map[string]any {
 
 func (s site) addr(port int) string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)) }
 
-// metaFiles are where certmagic's metadata of each name's certificate is
-// stored, under each issuer's folder: it is the last file stored.
+// metaFile is where certmagic stores the metadata of name's certificate
+// under an issuer's folder: the last of its three files stored.
 func metaFile(storage, issuerDir, name string) string {
 	return filepath.Join(storage, "certificates", issuerDir, name, name+".json")
 }
