@@ -5,10 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"path"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -61,7 +63,10 @@ func (s *httpSolver) present(ctx context.Context, v *api.Verification) (func(), 
 	if err := storage.Store(ctx, key, data); err != nil {
 		return nil, fmt.Errorf("storing the challenge: %w", err)
 	}
-	release := s.listen()
+	release, inUse := s.listen()
+	if inUse {
+		s.checkPortHolder(ctx, v)
+	}
 	return func() {
 		release()
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
@@ -116,15 +121,15 @@ type fallbackServer struct {
 
 // listen starts serving challenges on the HTTP port if nothing listens
 // there yet, and returns the function that stops it after the last user.
-// A port in use is the normal case: Caddy's HTTP server is there.
-func (s *httpSolver) listen() (release func()) {
+// A port in use (inUse) is the normal case: Caddy's HTTP server is there.
+func (s *httpSolver) listen() (release func(), inUse bool) {
 	iss := s.iss
 	addr := net.JoinHostPort(iss.ListenHost, strconv.Itoa(iss.httpPort()))
 	fallbackMu.Lock()
 	defer fallbackMu.Unlock()
 	if fs, ok := fallbackServers[addr]; ok {
 		fs.users++
-		return func() { s.release(addr) }
+		return func() { s.release(addr) }, false
 	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -132,7 +137,7 @@ func (s *httpSolver) listen() (release func()) {
 			iss.logger.Warn("cannot listen for the HTTP check; relying on another server on that port",
 				zap.String("address", addr), zap.Error(err))
 		}
-		return func() {}
+		return func() {}, errors.Is(err, syscall.EADDRINUSE)
 	}
 	iss.logger.Info("nothing listens on the HTTP port; serving the SSLCI check there during the verification", zap.String("address", addr))
 	fs := &fallbackServer{users: 1, srv: &http.Server{
@@ -141,7 +146,45 @@ func (s *httpSolver) listen() (release func()) {
 	}}
 	fallbackServers[addr] = fs
 	go fs.srv.Serve(ln) //nolint:errcheck // returns when released
-	return func() { s.release(addr) }
+	return func() { s.release(addr) }, false
+}
+
+// checkPortHolder asks what holds the HTTP port for the challenge just
+// stored, as SSLCI will: Caddy's HTTP server (or a proxy to a Caddy on the
+// same storage) answers it. Anything else answering means SSLCI's check
+// will fail, so it is said here, naming the port, rather than left to
+// SSLCI's error. Nothing reachable on loopback (Caddy bound to another
+// address only) proves nothing, and is not warned about.
+func (s *httpSolver) checkPortHolder(ctx context.Context, v *api.Verification) {
+	iss := s.iss
+	port := iss.httpPort()
+	host := iss.ListenHost
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "localhost"
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+net.JoinHostPort(host, strconv.Itoa(port))+v.FilePath, nil)
+	if err != nil {
+		return
+	}
+	req.Host = v.Domain
+	client := &http.Client{Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := client.Do(req)
+	if err != nil {
+		iss.logger.Debug("could not ask what holds the HTTP port", zap.Int("port", port), zap.Error(err))
+		return
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
+	if resp.StatusCode == http.StatusOK && strings.TrimSpace(string(body)) == v.Content {
+		return
+	}
+	iss.logger.Warn("another program holds the HTTP port and does not answer SSLCI's check, which will fail; "+
+		"stop it, or have it pass /.well-known/acme-challenge/ to a free port set as alt_http_port (the issuer answers there), or verify by DNS",
+		zap.String("identifier", v.Domain), zap.Int("port", port),
+		zap.Int("status", resp.StatusCode), zap.String("server", resp.Header.Get("Server")))
 }
 
 func (s *httpSolver) release(addr string) {

@@ -6,3 +6,6 @@ var (
 	NewCSR   = newCSR
 	FreePort = freePort
 )
+
+// Hint is what Issue adds to its errors, for causes Issue cannot reach.
+func Hint(err error) error { return (&Issuer{}).hint(err) }

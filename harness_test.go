@@ -55,6 +55,7 @@ type testEnv struct {
 	sim                            *sslcitest.Server
 	httpPort, httpsPort, adminPort int
 	storageDir                     string
+	logFile                        string // set by captureLogs: Caddy logs there, as JSON
 }
 
 func newEnv(t testing.TB, opts sslcitest.Options) *testEnv {
@@ -187,13 +188,20 @@ func (e *testEnv) startIssuer(fields map[string]any) *sslci.Issuer {
 	for k, v := range fields {
 		issuer[k] = v
 	}
-	cfg, err := json.Marshal(map[string]any{
+	config := map[string]any{
 		"admin":   map[string]any{"disabled": true, "config": map[string]any{"persist": false}},
 		"storage": map[string]any{"module": "file_system", "root": e.storageDir},
 		"apps": map[string]any{"tls": map[string]any{"automation": map[string]any{
 			"policies": []any{map[string]any{"issuers": []any{issuer}}},
 		}}},
-	})
+	}
+	if e.logFile != "" {
+		config["logging"] = map[string]any{"logs": map[string]any{"default": map[string]any{
+			"writer":  map[string]any{"output": "file", "filename": e.logFile},
+			"encoder": map[string]any{"format": "json"},
+		}}}
+	}
+	cfg, err := json.Marshal(config)
 	if err != nil {
 		e.t.Fatal(err)
 	}

@@ -36,22 +36,24 @@ func (iss *Issuer) Issue(ctx context.Context, csr *x509.CertificateRequest) (*ce
 		return nil, fmt.Errorf("sslci: %w", err)
 	}
 	// As certmagic's ZeroSSL issuer: the names once, on every line logged.
-	run := &issuance{iss: iss, logger: iss.logger.With(zap.Strings("identifiers", names)), orders: make(map[string]int64)}
+	run := &issuance{iss: iss, logger: iss.logger.With(zap.Strings("identifiers", names)), orders: make(map[string]int64), reused: make(map[string]int64)}
 	defer run.cancelPending()
 	issued, err := run.issue(ctx, csr, names)
 	if err != nil {
-		return nil, fmt.Errorf("sslci: %w", err)
+		return nil, fmt.Errorf("sslci: %w", iss.hint(err))
 	}
 	return issued, nil
 }
 
 func (r *issuance) issue(ctx context.Context, csr *x509.CertificateRequest, names []string) (*certmagic.IssuedCertificate, error) {
 	iss := r.iss
+	ctx = withLogNames(ctx, names...)
 	reused, err := r.verifyAll(ctx, names)
 	if err != nil {
 		return nil, err
 	}
 	csrPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csr.Raw})
+	r.logger.Info("finalizing the certificate")
 	cert, err := iss.client.Finalize(ctx, names, csrPEM)
 	if err != nil && len(reused) > 0 && (errors.Is(err, api.ErrInvalidRequest) || errors.Is(err, api.ErrRejected)) {
 		// Our records said these names were verified; SSLCI may disagree
@@ -72,27 +74,29 @@ func (r *issuance) issue(ctx context.Context, csr *x509.CertificateRequest, name
 
 	checked, err := checkCertificate(cert, names, csr, time.Now())
 	if err != nil {
-		return nil, fmt.Errorf("the certificate SSLCI returned for %s was refused: %w", strings.Join(names, ", "), err)
+		return nil, r.refused("unknown", fmt.Errorf("the certificate SSLCI returned for %s was refused: %w", strings.Join(names, ", "), err))
 	}
 	keySource := "csr"
 	if checked.serverKey != nil {
 		if iss.RequireCSRKey {
-			return nil, fmt.Errorf("SSLCI returned a certificate for %s for a private key it generated itself, and require_csr_key is set; "+
-				"the certificate was not used (SSLCI did not sign Caddy's CSR)", strings.Join(names, ", "))
+			return nil, r.refused("sslci", fmt.Errorf("SSLCI returned a certificate for %s for a private key it generated itself, and require_csr_key is set; "+
+				"the certificate was not used (SSLCI did not sign Caddy's CSR)", strings.Join(names, ", ")))
 		}
 		iss.holdServerKey(sha256.Sum256(csr.Raw), checked.serverKey)
 		keySource = "sslci"
 	}
 
-	orders := r.orderMap()
+	orders, reusedNames := r.orderMap()
+	iss.metrics.obtained(keySource)
 	r.logger.Info("certificate issued by SSLCI",
 		zap.String("key_source", keySource), zap.Time("not_after", checked.leaf.NotAfter),
-		zap.Any("verification_orders", orders))
+		zap.Any("verification_orders", orders), zap.Strings("reused_verifications", reusedNames))
 	return &certmagic.IssuedCertificate{
 		Certificate: checked.chainPEM,
 		Metadata: metadata{
 			Endpoint:      iss.Endpoint,
 			OrderIDs:      orders,
+			Reused:        reusedNames,
 			CertificateID: cert.ID,
 			KeySource:     keySource,
 			Details:       cert.Details,
@@ -103,9 +107,10 @@ func (r *issuance) issue(ctx context.Context, csr *x509.CertificateRequest, name
 // metadata is stored by certmagic next to the certificate.
 type metadata struct {
 	Endpoint string `json:"endpoint"`
-	// OrderIDs are the verification orders made for this certificate, by
-	// name; names whose recent verification was reused have none.
+	// OrderIDs are the verification orders of the names: made for this
+	// certificate or, for the names in Reused, a recent one reused.
 	OrderIDs      map[string]int64 `json:"order_ids,omitempty"`
+	Reused        []string         `json:"reused_verifications,omitempty"`
 	CertificateID int64            `json:"certificate_id,omitempty"`
 	// KeySource is "csr" when the certificate is for the key Caddy made,
 	// "sslci" when it is for the key SSLCI generated (stored in its place).
@@ -120,6 +125,7 @@ type issuance struct {
 
 	mu        sync.Mutex
 	orders    map[string]int64 // orders this call created, by name
+	reused    map[string]int64 // recent verifications' orders reused, by name
 	confirmed []int64          // of those, the ones SSLCI confirmed
 }
 
@@ -131,7 +137,8 @@ func (r *issuance) verifyAll(ctx context.Context, names []string) (reused []stri
 	var wg sync.WaitGroup
 	errs := make([]error, len(names))
 	for i, name := range names {
-		if r.iss.recentlyVerified(ctx, name) {
+		if rec, ok := r.iss.recentVerification(ctx, name); ok {
+			r.verificationReused(rec)
 			reused = append(reused, name)
 			continue
 		}
@@ -152,12 +159,15 @@ func (r *issuance) verifyAll(ctx context.Context, names []string) (reused []stri
 }
 
 // verify runs one name through request, present, confirm and clean-up.
-func (r *issuance) verify(ctx context.Context, name string) error {
+func (r *issuance) verify(ctx context.Context, name string) (err error) {
 	iss := r.iss
+	ctx = withLogNames(ctx, name)
 	v, err := iss.client.RequestVerification(ctx, name, iss.Method)
 	if err != nil {
 		return fmt.Errorf("%s: requesting a verification: %w", name, err)
 	}
+	r.verificationRequested(name, v)
+	defer func() { err = r.verificationDone(name, v, err) }()
 	r.mu.Lock()
 	r.orders[name] = v.OrderID
 	r.mu.Unlock()
@@ -213,10 +223,10 @@ func (r *issuance) confirm(ctx context.Context, v *api.Verification) error {
 // verification a later finalize can use.
 func (r *issuance) cancelPending() {
 	r.mu.Lock()
-	var pending []int64
-	for _, id := range r.orders {
+	pending := make(map[string]int64)
+	for name, id := range r.orders {
 		if !slices.Contains(r.confirmed, id) {
-			pending = append(pending, id)
+			pending[name] = id
 		}
 	}
 	r.mu.Unlock()
@@ -225,22 +235,33 @@ func (r *issuance) cancelPending() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	for _, id := range pending {
-		if err := r.iss.client.Delete(ctx, api.RecordOrder, id); err != nil {
-			r.logger.Error("cancelling an SSLCI order", zap.Int64("order_id", id), zap.Error(err))
+	for name, id := range pending {
+		if err := r.iss.client.Delete(withLogNames(ctx, name), api.RecordOrder, id); err != nil {
+			r.logger.Error("cancelling an SSLCI order", zap.String("identifier", name), zap.Int64("order_id", id), zap.Error(err))
 			continue
 		}
-		r.logger.Info("cancelled SSLCI order", zap.Int64("order_id", id))
+		r.iss.metrics.cancelled()
+		r.logger.Info("cancelled SSLCI order", zap.String("identifier", name), zap.Int64("order_id", id))
 	}
 }
 
-func (r *issuance) orderMap() map[string]int64 {
+// orderMap is the verification order of each name: made by this call, or
+// reused (those names are returned in reused too).
+func (r *issuance) orderMap() (orders map[string]int64, reused []string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if len(r.orders) == 0 {
-		return nil
+	if len(r.orders)+len(r.reused) == 0 {
+		return nil, nil
 	}
-	return maps.Clone(r.orders)
+	orders = maps.Clone(r.orders)
+	for name, id := range r.reused {
+		if _, made := orders[name]; !made { // else verified again when finalize refused it
+			orders[name] = id
+			reused = append(reused, name)
+		}
+	}
+	slices.Sort(reused)
+	return orders, reused
 }
 
 // serverKeyHold bounds how long a key SSLCI generated waits for certmagic to

@@ -11,6 +11,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"strings"
 	"sync"
@@ -80,6 +81,7 @@ type Issuer struct {
 	issuerKey string // IssuerKey, set by Provision
 	account   string // a non-secret id of the token, to keep accounts' records apart in storage
 	solver    solver
+	metrics   *metrics
 
 	// acme answers the HTTP check inside Caddy: see GetACMEIssuer.
 	acme *caddytls.ACMEIssuer
@@ -147,7 +149,11 @@ func (iss *Issuer) Provision(ctx caddy.Context) error {
 	if iss.Timeout != 0 {
 		iss.client.HTTPClient.Timeout = time.Duration(iss.Timeout)
 	}
-	iss.client.Logger = ctx.Slogger()
+	iss.client.Logger = slog.New(namesHandler{ctx.Slogger().Handler()})
+	if iss.metrics, err = newMetrics(ctx.GetMetricsRegistry()); err != nil {
+		return fmt.Errorf("sslci: registering metrics: %w", err)
+	}
+	iss.client.Observe = iss.metrics.observe
 	sum := sha256.Sum256([]byte("caddy-sslci account\x00" + iss.Token))
 	iss.account = hex.EncodeToString(sum[:8])
 

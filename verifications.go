@@ -40,21 +40,24 @@ func (iss *Issuer) verificationKey(name string) string {
 	return path.Join("sslci", certmagic.StorageKeys.Safe(iss.IssuerKey()), iss.account, "verifications", certmagic.StorageKeys.Safe(name)+".json")
 }
 
-func (iss *Issuer) recentlyVerified(ctx context.Context, name string) bool {
+// recentVerification returns the record of name if SSLCI confirmed it
+// recently enough for finalize to use it.
+func (iss *Issuer) recentVerification(ctx context.Context, name string) (verificationRecord, bool) {
+	var rec verificationRecord
 	data, err := iss.getStorage().Load(ctx, iss.verificationKey(name))
 	if err != nil {
 		if !errors.Is(err, fs.ErrNotExist) {
 			iss.logger.Warn("reading a verification record", zap.String("identifier", name), zap.Error(err))
 		}
-		return false
+		return rec, false
 	}
-	var rec verificationRecord
 	if err := json.Unmarshal(data, &rec); err != nil {
 		iss.logger.Warn("ignoring a corrupt verification record", zap.String("identifier", name), zap.Error(err))
-		return false
+		return rec, false
 	}
+	rec.Domain = name
 	age := time.Since(rec.VerifiedAt)
-	return age >= 0 && age < verificationWindow-reuseMargin
+	return rec, age >= 0 && age < verificationWindow-reuseMargin
 }
 
 func (iss *Issuer) rememberVerification(ctx context.Context, name string, orderID int64) {

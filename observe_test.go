@@ -1,0 +1,228 @@
+package sslci_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddytls"
+
+	sslci "github.com/sslci/caddy-sslci"
+	"github.com/sslci/caddy-sslci/sslcitest"
+)
+
+// captureLogs makes the next Caddy started by e log to a JSON file, and
+// returns the Caddyfile global option that does the same.
+func (e *testEnv) captureLogs() string {
+	e.logFile = filepath.Join(e.t.TempDir(), "caddy.log")
+	return fmt.Sprintf("log {\n\t\toutput file %s\n\t\tformat json\n\t}", e.logFile)
+}
+
+// logLines returns the lines Caddy logged with message msg (all: "").
+func (e *testEnv) logLines(msg string) []map[string]any {
+	e.t.Helper()
+	f, err := os.Open(e.logFile)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer f.Close()
+	var out []map[string]any
+	sc := bufio.NewScanner(f)
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		var line map[string]any
+		if err := json.Unmarshal(sc.Bytes(), &line); err != nil {
+			e.t.Fatalf("log line %q: %v", sc.Text(), err)
+		}
+		if msg == "" || line["msg"] == msg {
+			out = append(out, line)
+		}
+	}
+	return out
+}
+
+// scrape returns the admin endpoint's /metrics, the caddy_sslci_ lines only.
+func (e *testEnv) scrape() string {
+	e.t.Helper()
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", e.adminPort))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		e.t.Fatalf("GET /metrics: %s: %s", resp.Status, body)
+	}
+	var ours []string
+	for _, line := range strings.Split(string(body), "\n") {
+		if strings.HasPrefix(line, "caddy_sslci_") {
+			ours = append(ours, line)
+		}
+	}
+	return strings.Join(ours, "\n") + "\n"
+}
+
+// wantMetrics checks that each of want ("series value") is a line of got.
+func wantMetrics(t *testing.T, got string, want ...string) {
+	t.Helper()
+	for _, w := range want {
+		if !strings.Contains(got, w+"\n") {
+			t.Errorf("metrics lack %q; caddy_sslci_ metrics:\n%s", w, got)
+		}
+	}
+}
+
+// activeIssuers returns the sslci issuers of the running config.
+func activeIssuers(t *testing.T) []*sslci.Issuer {
+	t.Helper()
+	app, err := caddy.ActiveContext().App("tls")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []*sslci.Issuer
+	for _, p := range app.(*caddytls.TLS).Automation.Policies {
+		for _, iss := range p.Issuers {
+			if s, ok := iss.(*sslci.Issuer); ok {
+				out = append(out, s)
+			}
+		}
+	}
+	return out
+}
+
+// A real Caddy with its admin endpoint on loopback obtains certificates
+// through two sslci issuers (two policies, one registry); /metrics then
+// counts every API request, verification and certificate exactly, and
+// each step logged one line naming the identifier and its order. A
+// renewal reuses the verification, a failure cancels its order, and a
+// reload provisions the issuers again into a new registry.
+func TestMetricsAndLogs(t *testing.T) {
+	e := newEnv(t, sslcitest.Options{})
+	logOpt := e.captureLogs()
+	site := func(name, issuerExtra, text string) string {
+		return fmt.Sprintf("%s {\n\ttls {\n\t\t%s\n\t}\n\trespond %q\n}\n", name, e.issuerBlock(issuerExtra), text)
+	}
+	cfg := func(text string) []byte {
+		return adapt(t, e.globalOptions(logOpt)+site("one.metrics.test", "", text)+site("two.metrics.test", "timeout 61s", text))
+	}
+	e.startCaddy(cfg("hello"))
+	e.waitForCertificate("one.metrics.test", nil, time.Minute)
+	e.waitForCertificate("two.metrics.test", nil, time.Minute)
+	issuers := activeIssuers(t)
+	if len(issuers) != 2 {
+		t.Fatalf("%d sslci issuers, want 2 (one per site)", len(issuers))
+	}
+	wantMetrics(t, e.scrape(),
+		`caddy_sslci_api_requests_total{operation="request",status="200"} 2`,
+		`caddy_sslci_api_requests_total{operation="confirm",status="200"} 2`,
+		`caddy_sslci_api_requests_total{operation="finalize",status="200"} 2`,
+		`caddy_sslci_api_request_duration_seconds_count{operation="finalize"} 2`,
+		`caddy_sslci_verifications_total{method="http",result="requested"} 2`,
+		`caddy_sslci_verifications_total{method="http",result="confirmed"} 2`,
+		`caddy_sslci_certificates_obtained_total{key_source="sslci"} 2`,
+	)
+
+	// One line per step, with the identifier and the order.
+	requested := e.logLines("verification requested")
+	confirmed := e.logLines("verification confirmed")
+	if len(requested) != 2 || len(confirmed) != 2 || len(e.logLines("finalizing the certificate")) != 2 {
+		t.Fatalf("logged %d requested, %d confirmed lines, want 2 each", len(requested), len(confirmed))
+	}
+	orderOf := map[string]float64{}
+	for _, l := range requested {
+		orderOf[l["identifier"].(string)] = l["order_id"].(float64)
+	}
+	for _, l := range confirmed {
+		if id := l["identifier"].(string); orderOf[id] != l["order_id"] || orderOf[id] == 0 {
+			t.Errorf("confirmed line %v does not match the requested order %v", l, orderOf[id])
+		}
+	}
+	for _, l := range e.logLines("certificate issued by SSLCI") {
+		if l["key_source"] != "sslci" || l["verification_orders"] == nil {
+			t.Errorf("issued line %v lacks key_source or the orders", l)
+		}
+	}
+
+	// A renewal inside the window reuses the verification; its finalize
+	// meets a 503 first, and the retry line names the identifier.
+	var one *sslci.Issuer
+	for _, iss := range issuers {
+		if iss.Timeout == 0 { // not two's, which has "timeout 61s"
+			one = iss
+		}
+	}
+	e.sim.InjectFault(sslcitest.OpFinalize, sslcitest.FaultUnavailable, 1)
+	csr, _ := sslci.NewCSR(t, "one.metrics.test")
+	cert, err := one.Issue(context.Background(), csr)
+	if err != nil {
+		t.Fatalf("renewal: %v", err)
+	}
+	meta, _ := json.Marshal(cert.Metadata)
+	wantMeta := fmt.Sprintf(`"order_ids":{"one.metrics.test":%d},"reused_verifications":["one.metrics.test"]`, int64(orderOf["one.metrics.test"]))
+	if !strings.Contains(string(meta), wantMeta) {
+		t.Errorf("metadata %s does not keep the reused order: want %s", meta, wantMeta)
+	}
+	reused := e.logLines("reusing a recent verification")
+	if len(reused) != 1 || reused[0]["identifier"] != "one.metrics.test" || reused[0]["order_id"] != orderOf["one.metrics.test"] || reused[0]["age"] == nil {
+		t.Errorf("reuse lines = %v, want one naming the identifier, its order and age", reused)
+	}
+	issued := e.logLines("certificate issued by SSLCI")
+	if last := issued[len(issued)-1]; fmt.Sprint(last["verification_orders"]) != fmt.Sprintf("map[one.metrics.test:%v]", orderOf["one.metrics.test"]) {
+		t.Errorf("issued line after reuse: verification_orders = %v", last["verification_orders"])
+	}
+	retries := e.logLines("sslci API request failed; retrying")
+	if len(retries) != 1 || retries[0]["identifier"] != "one.metrics.test" {
+		t.Errorf("retry lines = %v, want one naming the identifier", retries)
+	}
+
+	// A failed check: the order is cancelled, and that line names the name.
+	e.forgetVerifications()
+	e.sim.SetHTTPChallengeAddr(fmt.Sprintf("127.0.0.1:%d", sslci.FreePort(t)))
+	if _, err := one.Issue(context.Background(), csr); err == nil {
+		t.Fatal("Issue succeeded with the check unreachable")
+	}
+	cancelled := e.logLines("cancelled SSLCI order")
+	if len(cancelled) != 1 || cancelled[0]["identifier"] != "one.metrics.test" {
+		t.Errorf("cancel lines = %v, want one naming the identifier", cancelled)
+	}
+	wantMetrics(t, e.scrape(),
+		`caddy_sslci_api_requests_total{operation="request",status="200"} 3`,
+		`caddy_sslci_api_requests_total{operation="confirm",status="400"} 1`,
+		`caddy_sslci_api_requests_total{operation="finalize",status="503"} 1`,
+		`caddy_sslci_api_requests_total{operation="finalize",status="200"} 3`,
+		`caddy_sslci_api_requests_total{operation="delete",status="200"} 1`,
+		`caddy_sslci_verifications_total{method="http",result="requested"} 3`,
+		`caddy_sslci_verifications_total{method="http",result="reused"} 1`,
+		`caddy_sslci_verifications_total{method="http",result="failed"} 1`,
+		`caddy_sslci_orders_cancelled_total 1`,
+		`caddy_sslci_certificates_obtained_total{key_source="sslci"} 3`,
+	)
+	if len(e.logLines("another program holds the HTTP port and does not answer SSLCI's check, which will fail; "+
+		"stop it, or have it pass /.well-known/acme-challenge/ to a free port set as alt_http_port (the issuer answers there), or verify by DNS")) != 0 {
+		t.Error("warned about the HTTP port while Caddy's own server held it")
+	}
+
+	// A reload makes a new registry: the issuers register there again.
+	e.sim.SetHTTPChallengeAddr(fmt.Sprintf("127.0.0.1:%d", e.httpPort))
+	e.postLoad(cfg("hello again"))
+	for _, iss := range activeIssuers(t) {
+		if _, err := iss.Issue(context.Background(), csr); err != nil {
+			t.Fatalf("Issue after reload: %v", err)
+		}
+	}
+	wantMetrics(t, e.scrape(), `caddy_sslci_api_requests_total{operation="finalize",status="200"} 2`)
+
+	logs, _ := os.ReadFile(e.logFile)
+	if strings.Contains(string(logs), e.sim.Token()) {
+		t.Error("the token is in Caddy's log")
+	}
+}
