@@ -85,8 +85,9 @@ func (r *results) svg() string {
 		fmt.Fprintf(&b, `<text x="%d" y="%d">%s</text>`+"\n", plotL+42, ly, issuerTitle[iss])
 	}
 	for i, s := range r.Skipped {
+		short, _, _ := strings.Cut(s.Reason, ":") // the why is in results.md
 		fmt.Fprintf(&b, `<text x="%d" y="%d" font-size="11" fill="#555">%s, %d names: %s</text>`+"\n",
-			plotL, plotBelow+62+14*i, issuerTitle[s.Issuer], s.Names, s.Reason)
+			plotL, plotBelow+62+14*i, issuerTitle[s.Issuer], s.Names, short)
 	}
 	b.WriteString("</svg>\n")
 	return b.String()
