@@ -77,10 +77,10 @@ func TestJSONThroughAdminAPIAndReload(t *testing.T) {
 		},
 		"tls": {"automation": {"policies": [{
 			"subjects": ["json.test"],
-			"issuers": [{"module": "sslci", "token": "{env.SSLCI_TEST_TOKEN}", "endpoint": %q}]
+			"issuers": [{"module": "sslci", "token": "{env.SSLCI_TEST_TOKEN}", "endpoint": %q, "trusted_roots_pem_files": [%q]}]
 		}]}}
 	}
-}`, e.adminPort, e.storageDir, e.httpPort, e.httpsPort, e.httpsPort, reply, e.sim.URL()))
+}`, e.adminPort, e.storageDir, e.httpPort, e.httpsPort, e.httpsPort, reply, e.sim.URL(), e.rootFile))
 	}
 	// Start with only the admin endpoint, then load the real config through it.
 	e.startCaddy([]byte(fmt.Sprintf(`{"admin": {"listen": "127.0.0.1:%d", "config": {"persist": false}}}`, e.adminPort)))

@@ -17,7 +17,9 @@ import (
 //	    method               http|dns
 //	    timeout              <duration>
 //	    verification_timeout <duration>
+//	    max_concurrent_requests <n>
 //	    require_csr_key
+//	    trusted_roots        <pem_files...>
 //	    listen_host          <host>
 //	    alt_http_port        <port>
 //	    dns                  <provider_name> [<options>]
@@ -77,11 +79,25 @@ func (iss *Issuer) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err := parseDuration(d, &iss.VerificationTimeout); err != nil {
 				return err
 			}
+		case "max_concurrent_requests":
+			var n string
+			if !d.AllArgs(&n) {
+				return d.ArgErr()
+			}
+			v, err := strconv.Atoi(n)
+			if err != nil {
+				return d.Errf("invalid max_concurrent_requests %q: not a number", n)
+			}
+			iss.MaxConcurrentRequests = v
 		case "require_csr_key":
 			if d.NextArg() {
 				return d.ArgErr()
 			}
 			iss.RequireCSRKey = true
+		case "trusted_roots":
+			if iss.TrustedRootsPEMFiles = d.RemainingArgs(); len(iss.TrustedRootsPEMFiles) == 0 {
+				return d.ArgErr()
+			}
 		case "listen_host":
 			if !d.AllArgs(&iss.ListenHost) {
 				return d.ArgErr()

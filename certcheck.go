@@ -4,23 +4,28 @@ import (
 	"bytes"
 	"crypto"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/certmagic"
 
 	"github.com/sslci/caddy-sslci/api"
 )
 
-// This file checks a finalize answer before certmagic gets it. certmagic
-// stores IssuedCertificate.Certificate as given and later loads it with
-// tls.X509KeyPair next to the private key it made for the CSR: so the chain
-// must be PEM, leaf first, and a certificate for a key SSLCI generated is
-// usable only once that key is stored in place of certmagic's (serverkey).
+// This file checks a finalize answer before certmagic gets it, against the
+// trusted roots it also loads. certmagic stores IssuedCertificate.Certificate
+// as given and later loads it with tls.X509KeyPair next to the private key it
+// made for the CSR: so the chain must be PEM, leaf first, and a certificate
+// for a key SSLCI generated is usable only once that key is stored in place
+// of certmagic's (serverkey).
 
 // checkedCertificate is a finalize answer that passed checkCertificate.
 type checkedCertificate struct {
@@ -33,9 +38,9 @@ type checkedCertificate struct {
 
 // checkCertificate refuses anything Caddy could not serve as asked: a leaf
 // that does not parse, misses a requested name, is not valid now, does not
-// chain through "ca", or is for a key that is neither the CSR's nor the one
-// SSLCI returned.
-func checkCertificate(cert *api.Certificate, names []string, csr *x509.CertificateRequest, now time.Time) (*checkedCertificate, error) {
+// chain through "ca" to one of roots (nil: the system's), or is for a key
+// that is neither the CSR's nor the one SSLCI returned.
+func checkCertificate(cert *api.Certificate, names []string, csr *x509.CertificateRequest, roots *x509.CertPool, now time.Time) (*checkedCertificate, error) {
 	certs, err := parseCertificates(cert.CertificatePEM)
 	if err != nil {
 		return nil, fmt.Errorf("field crt: %w", err)
@@ -61,16 +66,8 @@ func checkCertificate(cert *api.Certificate, names []string, csr *x509.Certifica
 	if now.Before(leaf.NotBefore.Add(-5*time.Minute)) || !now.Before(leaf.NotAfter) {
 		return nil, fmt.Errorf("the certificate is not valid now (valid from %s to %s)", leaf.NotBefore.UTC(), leaf.NotAfter.UTC())
 	}
-	roots, intermediates := x509.NewCertPool(), x509.NewCertPool()
-	roots.AddCert(chain[len(chain)-1])
-	for _, c := range chain[:len(chain)-1] {
-		intermediates.AddCert(c)
-	}
-	if _, err := leaf.Verify(x509.VerifyOptions{
-		Roots: roots, Intermediates: intermediates, CurrentTime: now,
-		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}); err != nil {
-		return nil, fmt.Errorf("the certificate does not chain through the returned ca: %w", err)
+	if err := verifyChain(leaf, chain, roots, now); err != nil {
+		return nil, err
 	}
 
 	out := &checkedCertificate{leaf: leaf}
@@ -98,6 +95,83 @@ func checkCertificate(cert *api.Certificate, names []string, csr *x509.Certifica
 	}
 	out.chainPEM = buf.Bytes()
 	return out, nil
+}
+
+// verifyChain checks that leaf chains through chain, whose last
+// certificate (usually an intermediate) stands in for the root, and then
+// that the chain ends at one of roots (nil: the system's): an answer's own
+// idea of its root proves nothing.
+func verifyChain(leaf *x509.Certificate, chain []*x509.Certificate, roots *x509.CertPool, now time.Time) error {
+	top := chain[len(chain)-1]
+	own, intermediates := x509.NewCertPool(), x509.NewCertPool()
+	own.AddCert(top)
+	for _, c := range chain {
+		intermediates.AddCert(c)
+	}
+	opts := x509.VerifyOptions{
+		Roots: own, Intermediates: intermediates, CurrentTime: now,
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	if _, err := leaf.Verify(opts); err != nil {
+		return fmt.Errorf("the certificate does not chain through the returned ca: %w", err)
+	}
+	opts.Roots = roots
+	_, err := leaf.Verify(opts)
+	if unknown := (x509.UnknownAuthorityError{}); errors.As(err, &unknown) {
+		what := "the certificate's chain ends at " + describeCA(top) + ", which is not a trusted root CA"
+		if top.Equal(leaf) {
+			what = "the certificate is self-signed (" + describeCA(top) + "), not issued by a trusted root CA"
+		}
+		return fmt.Errorf("%s; if it is the CA you expect, add its root certificate with trusted_roots", what)
+	}
+	if err != nil {
+		return fmt.Errorf("the certificate does not chain to a trusted root: %w", err)
+	}
+	return nil
+}
+
+// loadTrustedRoots is the system's roots plus the certificates of the PEM
+// files (placeholders replaced), or nil (the system's) when there are none.
+func loadTrustedRoots(repl *caddy.Replacer, files []string) (*x509.CertPool, error) {
+	if len(files) == 0 {
+		return nil, nil
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil {
+		pool = x509.NewCertPool() // no system roots here: only the files'
+	}
+	for _, f := range files {
+		name, err := repl.ReplaceOrErr(f, true, true)
+		if err != nil {
+			return nil, fmt.Errorf("sslci: trusted_roots: %w", err)
+		}
+		data, err := os.ReadFile(name)
+		if err != nil {
+			return nil, fmt.Errorf("sslci: trusted_roots: %w", err)
+		}
+		if !pool.AppendCertsFromPEM(data) {
+			return nil, fmt.Errorf("sslci: trusted_roots: %s holds no PEM certificate", name)
+		}
+	}
+	return pool, nil
+}
+
+// describeCA names a CA certificate by its subject's common name and
+// organization, and by its issuer's when it is not self-issued.
+func describeCA(c *x509.Certificate) string {
+	s := describeName(c.Subject)
+	if !bytes.Equal(c.RawIssuer, c.RawSubject) {
+		s += " (issued by " + describeName(c.Issuer) + ")"
+	}
+	return s
+}
+
+func describeName(n pkix.Name) string {
+	s := strconv.Quote(n.CommonName)
+	if len(n.Organization) > 0 {
+		s += ", organization " + strconv.Quote(strings.Join(n.Organization, ", "))
+	}
+	return s
 }
 
 func parseCertificates(pemData []byte) ([]*x509.Certificate, error) {

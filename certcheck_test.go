@@ -20,9 +20,9 @@ import (
 )
 
 // checkCertificate is pure: each way a finalize answer can be unusable is
-// refused with an error that says which, and the two usable ones (for the
-// CSR's key, or for the key SSLCI returned) come back as certmagic stores
-// them.
+// refused with an error that says which, and the usable ones (for the CSR's
+// key, or for the key SSLCI returned, chaining to a trusted root) come back
+// as certmagic stores them.
 func TestCheckCertificate(t *testing.T) {
 	now := time.Now()
 	csr, csrKey := newCSR(t, "a.test", "b.test")
@@ -31,40 +31,64 @@ func TestCheckCertificate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ca, otherCA := newTestCA(t), newTestCA(t)
+	ca, otherCA := newTestCA(t, nil, "test root"), newTestCA(t, nil, "other root", "Elsewhere Inc")
+	otherInter := newTestCA(t, otherCA, "other intermediate", "Elsewhere Inc")
+	trusted := poolOf(ca)
 	names := []string{"a.test", "b.test"}
 	valid := func(key crypto.Signer) []byte {
 		return ca.issue(t, key.Public(), names, now.Add(-time.Hour), now.Add(time.Hour))
 	}
+	fromOther := otherInter.issue(t, csrKey.Public(), names, now.Add(-time.Hour), now.Add(time.Hour))
+	selfSigned := selfSignedLeaf(t, csrKey, names, now)
 
 	cases := []struct {
 		name          string
 		cert          api.Certificate
-		wantErr       string // empty: accepted
+		roots         *x509.CertPool // nil: trusted
+		system        bool           // nil roots for real: the system's
+		wantErr       []string       // empty: accepted
 		wantServerKey bool
 	}{
-		{name: "no crt", cert: api.Certificate{CAPEM: ca.pem}, wantErr: "field crt: no certificate"},
-		{name: "crt not PEM", cert: api.Certificate{CertificatePEM: []byte("not a certificate"), CAPEM: ca.pem}, wantErr: "field crt: no PEM certificate found"},
-		{name: "crt PEM of no certificate", cert: api.Certificate{CertificatePEM: pemBlock("CERTIFICATE", []byte("garbage")), CAPEM: ca.pem}, wantErr: "field crt: x509"},
-		{name: "ca broken", cert: api.Certificate{CertificatePEM: valid(csrKey), CAPEM: pemBlock("CERTIFICATE", []byte("garbage"))}, wantErr: "field ca: x509"},
-		{name: "a name missing", cert: api.Certificate{CertificatePEM: ca.issue(t, csrKey.Public(), names[:1], now.Add(-time.Hour), now.Add(time.Hour)), CAPEM: ca.pem}, wantErr: "does not cover b.test"},
-		{name: "not yet valid", cert: api.Certificate{CertificatePEM: ca.issue(t, csrKey.Public(), names, now.Add(time.Hour), now.Add(2*time.Hour)), CAPEM: ca.pem}, wantErr: "not valid now"},
-		{name: "expired", cert: api.Certificate{CertificatePEM: ca.issue(t, csrKey.Public(), names, now.Add(-2*time.Hour), now.Add(-time.Hour)), CAPEM: ca.pem}, wantErr: "not valid now"},
-		{name: "no chain", cert: api.Certificate{CertificatePEM: valid(csrKey)}, wantErr: "no issuing chain"},
-		{name: "chain of another CA", cert: api.Certificate{CertificatePEM: valid(csrKey), CAPEM: otherCA.pem}, wantErr: "does not chain through the returned ca"},
-		{name: "another key, none returned", cert: api.Certificate{CertificatePEM: valid(newKey(t)), CAPEM: ca.pem}, wantErr: "not for the CSR's key, and SSLCI returned no key"},
-		{name: "another key than the one returned", cert: api.Certificate{CertificatePEM: valid(newKey(t)), CAPEM: ca.pem, PrivateKeyPEM: serverKeyPEM}, wantErr: "neither the CSR's key nor the key SSLCI returned"},
-		{name: "returned key broken", cert: api.Certificate{CertificatePEM: valid(serverKey), CAPEM: ca.pem, PrivateKeyPEM: []byte("not a key")}, wantErr: "field key"},
+		{name: "no crt", cert: api.Certificate{CAPEM: ca.pem}, wantErr: []string{"field crt: no certificate"}},
+		{name: "crt not PEM", cert: api.Certificate{CertificatePEM: []byte("not a certificate"), CAPEM: ca.pem}, wantErr: []string{"field crt: no PEM certificate found"}},
+		{name: "crt PEM of no certificate", cert: api.Certificate{CertificatePEM: pemBlock("CERTIFICATE", []byte("garbage")), CAPEM: ca.pem}, wantErr: []string{"field crt: x509"}},
+		{name: "ca broken", cert: api.Certificate{CertificatePEM: valid(csrKey), CAPEM: pemBlock("CERTIFICATE", []byte("garbage"))}, wantErr: []string{"field ca: x509"}},
+		{name: "a name missing", cert: api.Certificate{CertificatePEM: ca.issue(t, csrKey.Public(), names[:1], now.Add(-time.Hour), now.Add(time.Hour)), CAPEM: ca.pem}, wantErr: []string{"does not cover b.test"}},
+		{name: "not yet valid", cert: api.Certificate{CertificatePEM: ca.issue(t, csrKey.Public(), names, now.Add(time.Hour), now.Add(2*time.Hour)), CAPEM: ca.pem}, wantErr: []string{"not valid now"}},
+		{name: "expired", cert: api.Certificate{CertificatePEM: ca.issue(t, csrKey.Public(), names, now.Add(-2*time.Hour), now.Add(-time.Hour)), CAPEM: ca.pem}, wantErr: []string{"not valid now"}},
+		{name: "no chain", cert: api.Certificate{CertificatePEM: valid(csrKey)}, wantErr: []string{"no issuing chain"}},
+		{name: "chain of another CA", cert: api.Certificate{CertificatePEM: valid(csrKey), CAPEM: otherCA.pem}, wantErr: []string{"does not chain through the returned ca"}},
+		{name: "self-signed, as its own ca", cert: api.Certificate{CertificatePEM: selfSigned, CAPEM: selfSigned},
+			wantErr: []string{`the certificate is self-signed ("a.test")`, "add its root certificate with trusted_roots"}},
+		{name: "unknown root, sent", cert: api.Certificate{CertificatePEM: fromOther, CAPEM: cat(otherInter.pem, otherCA.pem)},
+			wantErr: []string{`chain ends at "other root", organization "Elsewhere Inc", which is not a trusted root CA`, "trusted_roots"}},
+		{name: "unknown root, not sent", cert: api.Certificate{CertificatePEM: fromOther, CAPEM: otherInter.pem},
+			wantErr: []string{`chain ends at "other intermediate", organization "Elsewhere Inc" (issued by "other root", organization "Elsewhere Inc")`, "trusted_roots"}},
+		{name: "the system's roots only", cert: api.Certificate{CertificatePEM: valid(csrKey), CAPEM: ca.pem}, system: true,
+			wantErr: []string{`chain ends at "test root"`, "trusted_roots"}},
+		{name: "another key, none returned", cert: api.Certificate{CertificatePEM: valid(newKey(t)), CAPEM: ca.pem}, wantErr: []string{"not for the CSR's key, and SSLCI returned no key"}},
+		{name: "another key than the one returned", cert: api.Certificate{CertificatePEM: valid(newKey(t)), CAPEM: ca.pem, PrivateKeyPEM: serverKeyPEM}, wantErr: []string{"neither the CSR's key nor the key SSLCI returned"}},
+		{name: "returned key broken", cert: api.Certificate{CertificatePEM: valid(serverKey), CAPEM: ca.pem, PrivateKeyPEM: []byte("not a key")}, wantErr: []string{"field key"}},
 		{name: "for the CSR's key", cert: api.Certificate{CertificatePEM: valid(csrKey), CAPEM: ca.pem}},
-		{name: "for the CSR's key, chain in crt", cert: api.Certificate{CertificatePEM: append(valid(csrKey), ca.pem...)}},
+		{name: "for the CSR's key, chain in crt", cert: api.Certificate{CertificatePEM: cat(valid(csrKey), ca.pem)}},
 		{name: "for the key SSLCI returned", cert: api.Certificate{CertificatePEM: valid(serverKey), CAPEM: ca.pem, PrivateKeyPEM: serverKeyPEM}, wantServerKey: true},
+		// otherCA stands for a root of the system's pool: the answer
+		// need not send it, nor be trusted through trusted_roots.
+		{name: "root in the pool, not sent", cert: api.Certificate{CertificatePEM: fromOther, CAPEM: otherInter.pem}, roots: poolOf(otherCA)},
+		{name: "root in the pool, sent", cert: api.Certificate{CertificatePEM: fromOther, CAPEM: cat(otherInter.pem, otherCA.pem)}, roots: poolOf(otherCA)},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := checkCertificate(&tc.cert, names, csr, now)
-			if tc.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-					t.Fatalf("error = %v, want one saying %q", err, tc.wantErr)
+			roots := tc.roots
+			if roots == nil && !tc.system {
+				roots = trusted
+			}
+			got, err := checkCertificate(&tc.cert, names, csr, roots, now)
+			if len(tc.wantErr) > 0 {
+				for _, want := range tc.wantErr {
+					if err == nil || !strings.Contains(err.Error(), want) {
+						t.Errorf("error = %v, want one saying %q", err, want)
+					}
 				}
 				return
 			}
@@ -77,10 +101,9 @@ func TestCheckCertificate(t *testing.T) {
 			if tc.wantServerKey && !bytes.Equal(got.serverKey, serverKeyPEM) {
 				t.Error("the server key is not the one SSLCI returned, in certmagic's PEM form")
 			}
-			// What certmagic stores: leaf then chain, PEM.
-			chain, err := parseCertificates(got.chainPEM)
-			if err != nil || len(chain) != 2 || !chain[0].Equal(got.leaf) || !bytes.Equal(chain[1].Raw, ca.cert.Raw) {
-				t.Errorf("chain = %d certificates (%v), want the leaf then the CA", len(chain), err)
+			// What certmagic stores: leaf then chain as returned, PEM.
+			if want := cat(tc.cert.CertificatePEM, tc.cert.CAPEM); !bytes.Equal(got.chainPEM, want) {
+				t.Errorf("stored chain:\n%s\nwant the leaf then the returned chain:\n%s", got.chainPEM, want)
 			}
 		})
 	}
@@ -110,26 +133,31 @@ func newKey(t testing.TB) crypto.Signer {
 	return key
 }
 
-// testCA is a self-signed root that issues leaf certificates.
+// testCA is a CA that issues leaf certificates: a self-signed root, or an
+// intermediate of its parent.
 type testCA struct {
 	cert *x509.Certificate
 	key  crypto.Signer
 	pem  []byte
 }
 
-func newTestCA(t testing.TB) *testCA {
+func newTestCA(t testing.TB, parent *testCA, cn string, org ...string) *testCA {
 	t.Helper()
 	key := newKey(t)
 	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "test root"},
+		SerialNumber:          big.NewInt(time.Now().UnixNano()),
+		Subject:               pkix.Name{CommonName: cn, Organization: org},
 		NotBefore:             time.Now().Add(-24 * time.Hour),
 		NotAfter:              time.Now().Add(24 * time.Hour),
 		IsCA:                  true,
 		BasicConstraintsValid: true,
 		KeyUsage:              x509.KeyUsageCertSign,
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	issuer, signer := tmpl, key
+	if parent != nil {
+		issuer, signer = parent.cert, parent.key
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, issuer, key.Public(), signer)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,6 +167,36 @@ func newTestCA(t testing.TB) *testCA {
 	}
 	return &testCA{cert: cert, key: key, pem: pemBlock("CERTIFICATE", der)}
 }
+
+// selfSignedLeaf returns a PEM server certificate for key and names, named
+// after the first, that is its own issuer.
+func selfSignedLeaf(t testing.TB, key crypto.Signer, names []string, now time.Time) []byte {
+	t.Helper()
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()),
+		Subject:      pkix.Name{CommonName: names[0]},
+		DNSNames:     names,
+		NotBefore:    now.Add(-time.Hour),
+		NotAfter:     now.Add(time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pemBlock("CERTIFICATE", der)
+}
+
+func poolOf(cas ...*testCA) *x509.CertPool {
+	pool := x509.NewCertPool()
+	for _, ca := range cas {
+		pool.AddCert(ca.cert)
+	}
+	return pool
+}
+
+func cat(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
 
 // issue returns a PEM server certificate for pub and names.
 func (ca *testCA) issue(t testing.TB, pub crypto.PublicKey, names []string, notBefore, notAfter time.Time) []byte {

@@ -22,6 +22,7 @@ func TestDNSWildcardSite(t *testing.T) {
 	tls {
 		issuer sslci {env.SSLCI_TEST_TOKEN} {
 			endpoint %s
+			trusted_roots %s
 			dns testdns %s
 			resolvers %s
 			propagation_timeout 10s
@@ -29,7 +30,7 @@ func TestDNSWildcardSite(t *testing.T) {
 	}
 	respond "wild {host}"
 }
-`, e.sim.URL(), dnsSrv.Addr(), dnsSrv.Addr())))
+`, e.sim.URL(), e.rootFile, dnsSrv.Addr(), dnsSrv.Addr())))
 
 	leaf := e.waitForCertificate("foo.example.test", nil, time.Minute)
 	if leaf.DNSNames[0] != "*.example.test" {

@@ -55,6 +55,7 @@ type testEnv struct {
 	sim                            *sslcitest.Server
 	httpPort, httpsPort, adminPort int
 	storageDir                     string
+	rootFile                       string // the simulator's root, PEM: the issuer's trusted_roots
 	logFile                        string // set by captureLogs: Caddy logs there, as JSON
 }
 
@@ -68,6 +69,10 @@ func newEnv(t testing.TB, opts sslcitest.Options) *testEnv {
 	}
 	t.Cleanup(sim.Close)
 	e.sim = sim
+	e.rootFile = filepath.Join(t.TempDir(), "sslci-sim-root.pem")
+	if err := os.WriteFile(e.rootFile, sim.RootPEM(), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	t.Setenv("SSLCI_TEST_TOKEN", sim.Token())
 	return e
 }
@@ -109,12 +114,13 @@ func (e *testEnv) globalOptions(extra string) string {
 `, e.adminPort, e.httpPort, e.httpsPort, e.storageDir, extra)
 }
 
-// issuerBlock is the `issuer sslci` directive for the simulator.
+// issuerBlock is the `issuer sslci` directive for the simulator, whose
+// root it trusts.
 func (e *testEnv) issuerBlock(extra string) string {
 	if extra != "" {
 		extra = "\n\t\t\t" + extra
 	}
-	return fmt.Sprintf("issuer sslci {env.SSLCI_TEST_TOKEN} {\n\t\t\tendpoint %s%s\n\t\t}", e.sim.URL(), extra)
+	return fmt.Sprintf("issuer sslci {env.SSLCI_TEST_TOKEN} {\n\t\t\tendpoint %s\n\t\t\ttrusted_roots %s%s\n\t\t}", e.sim.URL(), e.rootFile, extra)
 }
 
 // siteConfig is the JSON of a Caddyfile with the global options plus extra,
@@ -174,16 +180,17 @@ func (e *testEnv) postLoad(cfg []byte) {
 
 // startIssuer runs a Caddy with only the TLS app (nothing listens on the
 // HTTP port, so the issuer answers the check itself) and returns the
-// provisioned issuer of its one automation policy. fields are extra JSON
-// fields of the issuer.
+// provisioned issuer of its one automation policy, trusting the
+// simulator's root. fields are extra JSON fields of the issuer.
 func (e *testEnv) startIssuer(fields map[string]any) *sslci.Issuer {
 	e.t.Helper()
 	issuer := map[string]any{
-		"module":              "sslci",
-		"token":               "{env.SSLCI_TEST_TOKEN}",
-		"endpoint":            e.sim.URL(),
-		"listen_host":         "127.0.0.1",
-		"alternate_http_port": e.httpPort,
+		"module":                  "sslci",
+		"token":                   "{env.SSLCI_TEST_TOKEN}",
+		"endpoint":                e.sim.URL(),
+		"trusted_roots_pem_files": []string{e.rootFile},
+		"listen_host":             "127.0.0.1",
+		"alternate_http_port":     e.httpPort,
 	}
 	for k, v := range fields {
 		issuer[k] = v

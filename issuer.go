@@ -2,7 +2,6 @@ package sslci
 
 import (
 	"context"
-	"crypto/sha256"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
@@ -21,7 +20,8 @@ import (
 
 // This file is the Issue flow (certmagic.Issuer): certmagic calls Issue
 // with a CSR for the names of one certificate, holding its lock for them,
-// and stores what it returns with the CSR's key (see certcheck.go).
+// and stores what it returns (SSLCI's key, if the certificate is for it:
+// see serverkey.go).
 
 // Issue obtains a certificate for csr: it verifies every name on it that
 // has no recent verification, concurrently, finalizes the whole set once and
@@ -72,7 +72,7 @@ func (r *issuance) issue(ctx context.Context, csr *x509.CertificateRequest, name
 		return nil, fmt.Errorf("finalizing the certificate for %s: %w", strings.Join(names, ", "), err)
 	}
 
-	checked, err := checkCertificate(cert, names, csr, time.Now())
+	checked, err := checkCertificate(cert, names, csr, iss.roots, time.Now())
 	if err != nil {
 		return nil, r.refused("unknown", fmt.Errorf("the certificate SSLCI returned for %s was refused: %w", strings.Join(names, ", "), err))
 	}
@@ -82,7 +82,9 @@ func (r *issuance) issue(ctx context.Context, csr *x509.CertificateRequest, name
 			return nil, r.refused("sslci", fmt.Errorf("SSLCI returned a certificate for %s for a private key it generated itself, and require_csr_key is set; "+
 				"the certificate was not used (SSLCI did not sign Caddy's CSR)", strings.Join(names, ", ")))
 		}
-		iss.holdServerKey(sha256.Sum256(csr.Raw), checked.serverKey)
+		if err := iss.keepServerKey(ctx, csr, checked.leaf, checked.serverKey); err != nil {
+			return nil, fmt.Errorf("keeping the private key SSLCI generated for the certificate for %s: %w", strings.Join(names, ", "), err)
+		}
 		keySource = "sslci"
 	}
 
@@ -191,32 +193,6 @@ func (r *issuance) verify(ctx context.Context, name string) (err error) {
 	return nil
 }
 
-// confirm asks SSLCI to check the verification, and asks again with
-// back-off while SSLCI says the check is still in progress.
-func (r *issuance) confirm(ctx context.Context, v *api.Verification) error {
-	iss := r.iss
-	timeout := time.Duration(iss.VerificationTimeout)
-	if timeout == 0 {
-		timeout = defaultVerificationTimeout
-	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	wait := 500 * time.Millisecond
-	for {
-		_, err := iss.client.ConfirmVerification(ctx, api.ConfirmRequest{Domain: v.Domain, OrderID: v.OrderID, Method: v.Method})
-		if !errors.Is(err, api.ErrPending) {
-			return err
-		}
-		r.logger.Debug("verification still in progress at SSLCI", zap.String("identifier", v.Domain), zap.Duration("retry_in", wait))
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("still in progress after %s (verification_timeout): %w", timeout, err)
-		case <-time.After(wait):
-		}
-		wait = min(2*wait, 15*time.Second)
-	}
-}
-
 // cancelPending cancels the orders this call created that SSLCI has not
 // confirmed, whatever happened, with a context of its own: the caller's may
 // be cancelled already. Confirmed orders are kept: they hold the
@@ -262,58 +238,4 @@ func (r *issuance) orderMap() (orders map[string]int64, reused []string) {
 	}
 	slices.Sort(reused)
 	return orders, reused
-}
-
-// serverKeyHold bounds how long a key SSLCI generated waits for certmagic to
-// store its certificate (it does so at once; a key still held after this
-// belongs to a certificate certmagic did not keep).
-const serverKeyHold = time.Hour
-
-type heldKey struct {
-	pem   []byte
-	added time.Time
-}
-
-// holdServerKey keeps SSLCI's key until adoptServerKey stores it, and drops
-// keys held too long, so a failure between Issue and the event leaks nothing.
-func (iss *Issuer) holdServerKey(csrDigest [32]byte, keyPEM []byte) {
-	iss.mu.Lock()
-	defer iss.mu.Unlock()
-	now := time.Now()
-	for d, k := range iss.serverKeys {
-		if now.Sub(k.added) > serverKeyHold {
-			delete(iss.serverKeys, d)
-		}
-	}
-	iss.serverKeys[csrDigest] = heldKey{pem: keyPEM, added: now}
-}
-
-// adoptServerKey runs when certmagic has stored a certificate: if it is one
-// we obtained for a key SSLCI generated, SSLCI's key replaces the one
-// certmagic stored, before the certificate is loaded from storage.
-func (iss *Issuer) adoptServerKey(ctx context.Context, storage certmagic.Storage, data map[string]any) {
-	if data["issuer"] != iss.IssuerKey() {
-		return
-	}
-	csrPEM, _ := data["csr_pem"].([]byte)
-	keyPath, _ := data["private_key_path"].(string)
-	block, _ := pem.Decode(csrPEM)
-	if block == nil || keyPath == "" {
-		return
-	}
-	digest := sha256.Sum256(block.Bytes)
-	iss.mu.Lock()
-	held, ok := iss.serverKeys[digest]
-	delete(iss.serverKeys, digest)
-	iss.mu.Unlock()
-	if !ok {
-		return
-	}
-	key := held.pem
-	if err := storage.Store(ctx, keyPath, key); err != nil {
-		iss.logger.Error("storing the private key SSLCI generated; the certificate cannot be served until it is obtained again",
-			zap.String("path", keyPath), zap.Error(err))
-		return
-	}
-	iss.logger.Info("stored the private key SSLCI generated for the certificate", zap.String("path", keyPath))
 }

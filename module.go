@@ -6,15 +6,15 @@
 package sslci
 
 import (
-	"context"
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -65,6 +65,13 @@ type Issuer struct {
 	// How long one API request may take. Default: 60s.
 	Timeout caddy.Duration `json:"timeout,omitempty"`
 
+	// The most API requests in flight at once, over every certificate
+	// this issuer obtains (and every other issuer with the same endpoint,
+	// token and client settings), so that a thousand names obtained together
+	// do not hammer SSLCI: the others wait their turn. It also bounds the
+	// connections kept to the API. Default: 16.
+	MaxConcurrentRequests int `json:"max_concurrent_requests,omitempty"`
+
 	// How long to keep asking SSLCI to confirm a verification it reports as
 	// still in progress. Default: 5m.
 	VerificationTimeout caddy.Duration `json:"verification_timeout,omitempty"`
@@ -76,21 +83,33 @@ type Issuer struct {
 	// key (the CSR's) is accepted, and anything else is an error.
 	RequireCSRKey bool `json:"require_csr_key,omitempty"`
 
+	// Files of root CA certificates (PEM) to trust besides the system's,
+	// as the ACME issuer's option of the same name: for the endpoint's
+	// HTTPS and for the certificates SSLCI returns, which are refused
+	// unless they chain to a trusted root. Use it for a private SSLCI or a
+	// test simulator. Placeholders are replaced when the config is loaded.
+	TrustedRootsPEMFiles []string `json:"trusted_roots_pem_files,omitempty"`
+
 	client    *api.Client
-	logger    *zap.Logger
-	issuerKey string // IssuerKey, set by Provision
-	account   string // a non-secret id of the token, to keep accounts' records apart in storage
-	solver    solver
-	metrics   *metrics
+	clientKey string // the client's key in clients, set by Provision
+	// clientMetrics is the shared client's metrics slot: the issuer
+	// provisioned last (the newest config) receives its API metrics.
+	clientMetrics *atomic.Pointer[metrics]
+	logger        *zap.Logger
+	issuerKey     string         // IssuerKey, set by Provision
+	account       string         // a non-secret id of the token, to keep accounts' records apart in storage
+	roots         *x509.CertPool // the system's plus TrustedRootsPEMFiles; nil: the system's
+	solver        solver
+	metrics       *metrics
 
 	// acme answers the HTTP check inside Caddy: see GetACMEIssuer.
 	acme *caddytls.ACMEIssuer
 
 	mu      sync.Mutex
 	storage certmagic.Storage
-	// serverKeys holds private keys SSLCI generated, by the SHA-256 of the
-	// CSR they replace, until certmagic has stored the certificate.
-	serverKeys map[[32]byte]heldKey
+	// keys are SSLCI's keys waiting for certmagic to store their
+	// certificate: see serverkey.go.
+	keys serverKeys
 }
 
 // CaddyModule returns the Caddy module information.
@@ -101,11 +120,8 @@ func (*Issuer) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// Defaults.
-const (
-	defaultTimeout             = 60 * time.Second
-	defaultVerificationTimeout = 5 * time.Minute
-)
+// defaultVerificationTimeout is VerificationTimeout's default.
+const defaultVerificationTimeout = 5 * time.Minute
 
 // Provision sets up the issuer. It is the one place the config's meaning is
 // checked (the Caddyfile parser checks only its syntax), after placeholders
@@ -113,7 +129,6 @@ const (
 // package's it returns, start with "sslci: ".
 func (iss *Issuer) Provision(ctx caddy.Context) error {
 	iss.logger = ctx.Logger()
-	iss.serverKeys = make(map[[32]byte]heldKey)
 	repl := caddy.NewReplacer()
 
 	// The replacer's errors quote what they could not replace, which may be
@@ -141,19 +156,16 @@ func (iss *Issuer) Provision(ctx caddy.Context) error {
 	}
 	iss.issuerKey = issuerKeyFor(iss.Endpoint)
 
-	iss.client, err = api.New(iss.Endpoint, iss.Token)
-	if err != nil {
+	if iss.roots, err = loadTrustedRoots(repl, iss.TrustedRootsPEMFiles); err != nil {
 		return err
 	}
-	iss.client.HTTPClient.Timeout = defaultTimeout
-	if iss.Timeout != 0 {
-		iss.client.HTTPClient.Timeout = time.Duration(iss.Timeout)
+	if err := iss.loadClient(ctx); err != nil {
+		return err
 	}
-	iss.client.Logger = slog.New(namesHandler{ctx.Slogger().Handler()})
 	if iss.metrics, err = newMetrics(ctx.GetMetricsRegistry()); err != nil {
 		return fmt.Errorf("sslci: registering metrics: %w", err)
 	}
-	iss.client.Observe = iss.metrics.observe
+	iss.clientMetrics.Store(iss.metrics)
 	sum := sha256.Sum256([]byte("caddy-sslci account\x00" + iss.Token))
 	iss.account = hex.EncodeToString(sum[:8])
 
@@ -205,6 +217,9 @@ func (iss *Issuer) checkConfig() error {
 	if iss.Timeout < 0 || iss.VerificationTimeout < 0 {
 		return errors.New("sslci: timeouts must not be negative")
 	}
+	if iss.MaxConcurrentRequests < 0 {
+		return fmt.Errorf("sslci: max_concurrent_requests %d is negative", iss.MaxConcurrentRequests)
+	}
 	if d := iss.DNS; d != nil && (d.TTL < 0 || d.PropagationDelay < 0 || d.PropagationTimeout < -1) {
 		return errors.New("sslci: dns_ttl and propagation_delay must not be negative, nor propagation_timeout below -1 (-1: do not check)")
 	}
@@ -217,8 +232,8 @@ func (iss *Issuer) checkConfig() error {
 // SetConfig is called by Caddy with the certmagic config this issuer's
 // automation policy uses. We take its storage (so challenges and
 // verification records are shared by every Caddy on that storage), hand it
-// to the embedded ACME issuer that answers HTTP checks, and hook its events
-// to store SSLCI's private key when a certificate is for a key SSLCI made.
+// to the embedded ACME issuer that answers HTTP checks, and wrap it so that
+// SSLCI's private keys are stored safely (serverkey.go).
 func (iss *Issuer) SetConfig(cfg *certmagic.Config) {
 	iss.mu.Lock()
 	if cfg.Storage != nil {
@@ -228,16 +243,7 @@ func (iss *Issuer) SetConfig(cfg *certmagic.Config) {
 	if iss.acme != nil {
 		iss.acme.SetConfig(cfg)
 	}
-	next := cfg.OnEvent
-	cfg.OnEvent = func(ctx context.Context, event string, data map[string]any) error {
-		if event == "cert_obtained" {
-			iss.adoptServerKey(ctx, cfg.Storage, data)
-		}
-		if next != nil {
-			return next(ctx, event, data)
-		}
-		return nil
-	}
+	iss.guardKeys(cfg)
 }
 
 // GetACMEIssuer returns the embedded ACME issuer that answers SSLCI's HTTP
@@ -273,6 +279,7 @@ func (iss *Issuer) getStorage() certmagic.Storage {
 var (
 	_ caddy.Module          = (*Issuer)(nil)
 	_ caddy.Provisioner     = (*Issuer)(nil)
+	_ caddy.CleanerUpper    = (*Issuer)(nil)
 	_ certmagic.Issuer      = (*Issuer)(nil)
 	_ certmagic.PreChecker  = (*Issuer)(nil)
 	_ caddytls.ConfigSetter = (*Issuer)(nil)

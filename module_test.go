@@ -37,6 +37,8 @@ func TestProvisionErrors(t *testing.T) {
 		{name: "unknown provider", json: map[string]any{"dns": map[string]any{"provider": map[string]any{"name": "nosuch"}}}, want: "dns.providers.nosuch"},
 		{name: "negative timeout", json: map[string]any{"timeout": "-1s"}, want: "must not be negative"},
 		{name: "port out of range", json: map[string]any{"alternate_http_port": 70000}, want: "alternate_http_port 70000 is not a port"},
+		{name: "trusted root file missing", json: map[string]any{"trusted_roots_pem_files": []string{"testdata/no-such-root.pem"}}, want: "trusted_roots: open testdata/no-such-root.pem"},
+		{name: "trusted root file not PEM", json: map[string]any{"trusted_roots_pem_files": []string{"go.mod"}}, want: "trusted_roots: go.mod holds no PEM certificate"},
 		{name: "Caddyfile unknown method", caddyfile: "method ftp", want: `unknown method "ftp"`},
 		{name: "Caddyfile negative duration", caddyfile: "verification_timeout -1s", want: "must not be negative"},
 		{name: "Caddyfile negative TTL", caddyfile: "dns testdns 127.0.0.1:1\ndns_ttl -1", want: "dns_ttl and propagation_delay must not be negative"},

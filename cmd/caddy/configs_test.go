@@ -25,7 +25,7 @@ import (
 
 // The README's configs, loaded in a real Caddy as shown, with these
 // changes made by the test (and said in the README): the sslci issuers'
-// endpoint is a simulator; the listeners, http_port and https_port are
+// endpoint is a simulator, whose root they trust; the listeners, http_port and https_port are
 // free loopback ports; admin, storage and logs are the test's; for the DNS
 // example, the Cloudflare provider and the 1.1.1.1 resolver are a loopback
 // DNS server. Caddyfiles are loaded like `caddy run` does, the JSON config
@@ -113,6 +113,7 @@ type readmeEnv struct {
 	dns                            *testdns.Server
 	httpPort, httpsPort, adminPort int
 	storage                        string
+	rootFile                       string // the simulator's root, PEM
 }
 
 func newREADMEEnv(t *testing.T, withDNS bool) *readmeEnv {
@@ -131,6 +132,10 @@ func newREADMEEnv(t *testing.T, withDNS bool) *readmeEnv {
 		t.Fatal(err)
 	}
 	t.Cleanup(e.sim.Close)
+	e.rootFile = filepath.Join(t.TempDir(), "sslci-sim-root.pem")
+	if err := os.WriteFile(e.rootFile, e.sim.RootPEM(), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	t.Setenv("SSLCI_TOKEN", e.sim.Token())
 	return e
 }
@@ -209,13 +214,15 @@ func (e *readmeEnv) rewrite(t *testing.T, cfgJSON []byte) []byte {
 	return out
 }
 
-// walk points every sslci issuer at the simulator and, with a DNS server,
-// the README's Cloudflare provider and 1.1.1.1 resolver at it.
+// walk points every sslci issuer at the simulator, trusting its root, and,
+// with a DNS server, the README's Cloudflare provider and 1.1.1.1 resolver
+// at it.
 func (e *readmeEnv) walk(v any) {
 	switch v := v.(type) {
 	case map[string]any:
 		if v["module"] == "sslci" {
 			v["endpoint"] = e.sim.URL()
+			v["trusted_roots_pem_files"] = []any{e.rootFile}
 		}
 		if e.dns != nil && len(v) == 2 && v["name"] == "cloudflare" && v["api_token"] == "{env.CF_API_TOKEN}" {
 			clear(v)

@@ -118,13 +118,14 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 %s {
 	tls {
 		issuer sslci {env.SSLCI_TOKEN} {
-			endpoint %s%s
+			endpoint %s
+			trusted_roots %q%s
 		}
 	}
 	respond "Hello from {host}: Caddy serves this page with a certificate it obtained from the SSLCI simulator.
 "
 }
-`, *httpPort, *httpsPort, filepath.Join(*dir, "storage"), logLevel, siteNames, sim.URL(), dnsLines)
+`, *httpPort, *httpsPort, filepath.Join(*dir, "storage"), logLevel, siteNames, sim.URL(), rootFile, dnsLines)
 	cfgJSON, warnings, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(caddyfile), nil)
 	if err != nil {
 		return fmt.Errorf("adapting the Caddyfile: %w", err)

@@ -1,0 +1,108 @@
+package sslci
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+
+	"github.com/sslci/caddy-sslci/api"
+)
+
+// clients holds the API clients in use, one per endpoint, token and client
+// settings, shared by every issuer with the same: the bound on requests in
+// flight and SSLCI's Retry-After then hold for the account, not per issuer,
+// however many issuers Caddy runs (one per automation policy that names
+// one, and the old and new ones side by side during a config reload).
+var clients = caddy.NewUsagePool()
+
+// clientConfig is what makes two issuers' clients the same.
+type clientConfig struct {
+	Endpoint      string
+	Token         string
+	Timeout       time.Duration
+	MaxConcurrent int
+	// TrustedRoots are the trusted_roots files, for the endpoint's TLS.
+	TrustedRoots []string
+}
+
+// key is a digest of the config: the token is not kept as a map key.
+func (c clientConfig) key() string {
+	data, _ := json.Marshal(c) // strings and numbers only: cannot fail
+	sum := sha256.Sum256(append([]byte("caddy-sslci client\x00"), data...))
+	return hex.EncodeToString(sum[:])
+}
+
+// sharedClient is a pooled client; its connections are closed when the
+// last issuer using it is cleaned up.
+type sharedClient struct {
+	*api.Client
+	// metrics is where the client's Observe hook counts: Caddy makes a
+	// metrics registry per config load, so the newest issuer sets it.
+	metrics *atomic.Pointer[metrics]
+}
+
+func (c sharedClient) Destruct() error {
+	c.HTTPClient.CloseIdleConnections()
+	return nil
+}
+
+// loadClient sets iss.client to the shared client for its settings, making
+// it if no other issuer has; Cleanup lets go of it.
+func (iss *Issuer) loadClient(ctx caddy.Context) error {
+	cfg := clientConfig{
+		Endpoint:      iss.Endpoint,
+		Token:         iss.Token,
+		Timeout:       api.DefaultTimeout,
+		MaxConcurrent: api.DefaultMaxConcurrent,
+		TrustedRoots:  iss.TrustedRootsPEMFiles,
+	}
+	if iss.Timeout != 0 {
+		cfg.Timeout = time.Duration(iss.Timeout)
+	}
+	if iss.MaxConcurrentRequests != 0 {
+		cfg.MaxConcurrent = iss.MaxConcurrentRequests
+	}
+	key := cfg.key()
+	val, _, err := clients.LoadOrNew(key, func() (caddy.Destructor, error) {
+		c, err := api.New(cfg.Endpoint, cfg.Token)
+		if err != nil {
+			return nil, err
+		}
+		c.HTTPClient.Timeout = cfg.Timeout
+		c.MaxConcurrent = cfg.MaxConcurrent
+		if iss.roots != nil {
+			if err := c.SetRootCAs(iss.roots); err != nil {
+				return nil, err
+			}
+		}
+		c.Logger = slog.New(namesHandler{ctx.Slogger().Handler()})
+		slot := new(atomic.Pointer[metrics])
+		c.Observe = func(op api.Op, status int, d time.Duration, err error) {
+			if m := slot.Load(); m != nil {
+				m.observe(op, status, d, err)
+			}
+		}
+		return sharedClient{Client: c, metrics: slot}, nil
+	})
+	if err != nil {
+		return err
+	}
+	shared := val.(sharedClient)
+	iss.client, iss.clientKey, iss.clientMetrics = shared.Client, key, shared.metrics
+	return nil
+}
+
+// Cleanup lets go of the issuer's API client.
+func (iss *Issuer) Cleanup() error {
+	if iss.clientKey == "" {
+		return nil
+	}
+	_, err := clients.Delete(iss.clientKey)
+	iss.clientKey = ""
+	return err
+}

@@ -1,0 +1,391 @@
+package sslci
+
+// SSLCI's documented finalize returns a certificate for a private key SSLCI
+// generated, while certmagic (v0.25.6) stores the key it generated for the
+// CSR: saveCertResource (crypto.go) hands storeTx (storage.go) three writes,
+// in this order, to the config's Storage:
+//
+//	certmagic.StorageKeys.SitePrivateKey(issuerKey, name)  the CSR's key
+//	certmagic.StorageKeys.SiteCert(issuerKey, name)        the certificate
+//	certmagic.StorageKeys.SiteMeta(issuerKey, name)        the metadata
+//
+// and only then emits cert_obtained. Swapping the key at that event left a
+// window in which storage held SSLCI's certificate beside Caddy's key, which
+// certmagic refuses for good ("unusable certificate") after a crash. So
+// instead SetConfig wraps the config's Storage in keyStorage:
+//
+//   - Issue keeps SSLCI's key in storage (keptKeyPath, named by the SHA-256
+//     of its public key) before returning, and remembers it in memory by the
+//     SHA-256 of the CSR's public key.
+//   - Store of SitePrivateKey for this issuer: if the key certmagic writes is
+//     a CSR key whose certificate is for SSLCI's key, SSLCI's key is written
+//     instead. Storage never holds SSLCI's certificate beside Caddy's key; a
+//     crash before the certificate is written leaves a key with no
+//     certificate (first issuance: certmagic obtains again) or beside the
+//     previous certificate (renewal: repaired as below), as certmagic's own
+//     key-then-certificate order does for any issuer.
+//   - Store of SiteCert: once the certificate is stored beside its key, the
+//     kept key is deleted. A kept key whose certificate never got stored is
+//     deleted by the next Issue after keptKeyTTL.
+//   - Load of SitePrivateKey for this issuer checks the key against the
+//     stored certificate as certmagic will (tls.X509KeyPair). If they do not
+//     match, whatever the cause, it takes certmagic's issue lock for the name
+//     (so as not to read a peer's write half done), reads both again and
+//     repairs: installs the kept key if one matches the certificate, or
+//     deletes certificate, key and metadata (in that order) and answers
+//     fs.ErrNotExist, so certmagic obtains a new certificate at once.
+//
+// Every certmagic path that loads a certificate from storage reads the key
+// first through Config.Storage (loadCertResource), so the repair covers them:
+// CacheManagedCertificate (managing a name at start, on-demand handshakes),
+// reloadManagedCertificate and managedCertInStorageNeedsRenewal (maintenance
+// finding a newer certificate in storage, renewed by a peer). Loads made
+// while this Caddy holds the name's issue lock (renewCert, reusePrivateKey)
+// are not repaired: the renewal under way writes a new set anyway. With a
+// certmagic LocalCache (Caddy sets none) a torn local copy is reread from
+// Storage by certmagic itself, through this wrapper.
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/pem"
+	"fmt"
+	"io/fs"
+	"path"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/caddyserver/certmagic"
+	"go.uber.org/zap"
+)
+
+// keptKeyTTL is how long a kept key may wait for its certificate: certmagic
+// stores it within seconds of Issue returning, so an older one is stale.
+const keptKeyTTL = 24 * time.Hour
+
+// certmagic's lock for obtaining or renewing a name (lockKey in config.go).
+const issueLockPrefix = "issue_cert_"
+
+// serverKeys are SSLCI's keys that Issue returned certificates for, until
+// certmagic has stored the certificate.
+type serverKeys struct {
+	mu      sync.Mutex
+	pending map[[32]byte]pendingKey // by the SHA-256 of the CSR's public key
+}
+
+type pendingKey struct {
+	pem   []byte // SSLCI's key
+	added time.Time
+}
+
+// keptKeyPath is where SSLCI's key waits in storage, named by its public key.
+func (iss *Issuer) keptKeyPath(spki [32]byte) string {
+	return path.Join(iss.keptKeysDir(), hex.EncodeToString(spki[:])+".pem")
+}
+
+func (iss *Issuer) keptKeysDir() string {
+	return path.Join("sslci", certmagic.StorageKeys.Safe(iss.IssuerKey()), "keys")
+}
+
+// keepServerKey makes SSLCI's key for leaf durable, and known to keyStorage
+// by the CSR's public key, before Issue returns the certificate.
+func (iss *Issuer) keepServerKey(ctx context.Context, csr *x509.CertificateRequest, leaf *x509.Certificate, keyPEM []byte) error {
+	storage := iss.getStorage()
+	if err := storage.Store(ctx, iss.keptKeyPath(sha256.Sum256(leaf.RawSubjectPublicKeyInfo)), keyPEM); err != nil {
+		return err
+	}
+	iss.removeStaleKeptKeys(ctx, storage)
+
+	now := time.Now()
+	iss.keys.mu.Lock()
+	defer iss.keys.mu.Unlock()
+	if iss.keys.pending == nil {
+		iss.keys.pending = make(map[[32]byte]pendingKey)
+	}
+	for h, p := range iss.keys.pending {
+		if now.Sub(p.added) > keptKeyTTL {
+			delete(iss.keys.pending, h)
+		}
+	}
+	iss.keys.pending[sha256.Sum256(csr.RawSubjectPublicKeyInfo)] = pendingKey{pem: keyPEM, added: now}
+	return nil
+}
+
+// removeStaleKeptKeys deletes kept keys older than keptKeyTTL: their
+// certificate was never stored. Storages that report no modification time
+// keep them.
+func (iss *Issuer) removeStaleKeptKeys(ctx context.Context, storage certmagic.Storage) {
+	keys, err := storage.List(ctx, iss.keptKeysDir(), false)
+	if err != nil {
+		return
+	}
+	for _, k := range keys {
+		info, err := storage.Stat(ctx, k)
+		if err != nil || info.Modified.IsZero() || time.Since(info.Modified) < keptKeyTTL {
+			continue
+		}
+		if err := storage.Delete(ctx, k); err != nil {
+			iss.logger.Warn("deleting a stale kept private key", zap.String("key", k), zap.Error(err))
+		}
+	}
+}
+
+// serverKeyFor returns SSLCI's key if keyPEM is the key of a CSR whose
+// certificate is for SSLCI's key.
+func (iss *Issuer) serverKeyFor(keyPEM []byte) (pendingKey, [32]byte, bool) {
+	key, err := certmagic.PEMDecodePrivateKey(keyPEM)
+	if err != nil {
+		return pendingKey{}, [32]byte{}, false
+	}
+	der, err := x509.MarshalPKIXPublicKey(key.Public())
+	if err != nil {
+		return pendingKey{}, [32]byte{}, false
+	}
+	h := sha256.Sum256(der)
+	iss.keys.mu.Lock()
+	defer iss.keys.mu.Unlock()
+	p, ok := iss.keys.pending[h]
+	return p, h, ok
+}
+
+// guardKeys wraps cfg's storage in keyStorage, once.
+func (iss *Issuer) guardKeys(cfg *certmagic.Config) {
+	if ks, ok := cfg.Storage.(*keyStorage); cfg.Storage == nil || ok && ks.iss == iss {
+		return
+	}
+	cfg.Storage = &keyStorage{Storage: cfg.Storage, iss: iss, prefix: certmagic.StorageKeys.CertsPrefix(iss.IssuerKey()) + "/"}
+}
+
+// keyStorage is certmagic's storage, as seen by certmagic, for a policy with
+// this issuer. See the top of this file.
+type keyStorage struct {
+	certmagic.Storage
+	iss    *Issuer
+	prefix string // this issuer's certificates
+
+	mu   sync.Mutex
+	held map[string]int // locks this Caddy holds through this storage
+}
+
+// site returns the name whose file of this issuer key is, if it is the one
+// of kind (certmagic.StorageKeys.SitePrivateKey or SiteCert).
+func (ks *keyStorage) site(key string, kind func(issuerKey, domain string) string) (string, bool) {
+	rest, ok := strings.CutPrefix(key, ks.prefix)
+	dir, _, ok2 := strings.Cut(rest, "/")
+	if !ok || !ok2 || kind(ks.iss.IssuerKey(), dir) != key {
+		return "", false
+	}
+	return dir, true
+}
+
+// Store writes SSLCI's key in place of the CSR's, and deletes the kept key
+// once its certificate is stored beside it.
+func (ks *keyStorage) Store(ctx context.Context, key string, value []byte) error {
+	if name, ok := ks.site(key, certmagic.StorageKeys.SitePrivateKey); ok {
+		if p, csr, ok := ks.iss.serverKeyFor(value); ok {
+			if err := ks.Storage.Store(ctx, key, p.pem); err != nil {
+				return err
+			}
+			ks.iss.keys.mu.Lock()
+			delete(ks.iss.keys.pending, csr)
+			ks.iss.keys.mu.Unlock()
+			ks.iss.logger.Info("stored the private key SSLCI generated in place of Caddy's", zap.String("identifier", name))
+			return nil
+		}
+	}
+	if err := ks.Storage.Store(ctx, key, value); err != nil {
+		return err
+	}
+	if name, ok := ks.site(key, certmagic.StorageKeys.SiteCert); ok {
+		ks.dropKeptKey(ctx, name, value)
+	}
+	return nil
+}
+
+// dropKeptKey deletes the kept key of the certificate just stored for name,
+// if the key stored beside it is that key.
+func (ks *keyStorage) dropKeptKey(ctx context.Context, name string, certPEM []byte) {
+	block, _ := pem.Decode(certPEM)
+	if block == nil {
+		return
+	}
+	leaf, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		return
+	}
+	kept := ks.iss.keptKeyPath(sha256.Sum256(leaf.RawSubjectPublicKeyInfo))
+	if !ks.Storage.Exists(ctx, kept) {
+		return
+	}
+	keyPEM, err := ks.Storage.Load(ctx, certmagic.StorageKeys.SitePrivateKey(ks.iss.IssuerKey(), name))
+	if err != nil {
+		return
+	}
+	if _, err := tls.X509KeyPair(certPEM, keyPEM); err != nil {
+		return
+	}
+	if err := ks.Storage.Delete(ctx, kept); err != nil {
+		ks.iss.logger.Warn("deleting the kept private key of a stored certificate", zap.String("identifier", name), zap.Error(err))
+	}
+}
+
+// Load checks a site's key against its certificate and repairs the pair.
+func (ks *keyStorage) Load(ctx context.Context, key string) ([]byte, error) {
+	name, ok := ks.site(key, certmagic.StorageKeys.SitePrivateKey)
+	if !ok {
+		return ks.Storage.Load(ctx, key)
+	}
+	keyPEM, certPEM, err := ks.loadPair(ctx, name)
+	if err != nil || certPEM == nil || pairMatches(certPEM, keyPEM) == nil || ks.holding(name) {
+		return keyPEM, err
+	}
+	return ks.repair(ctx, name)
+}
+
+// loadPair reads a site's key and certificate; certPEM is nil if there is
+// no certificate to check the key against.
+func (ks *keyStorage) loadPair(ctx context.Context, name string) (keyPEM, certPEM []byte, err error) {
+	issuerKey := ks.iss.IssuerKey()
+	keyPEM, err = ks.Storage.Load(ctx, certmagic.StorageKeys.SitePrivateKey(issuerKey, name))
+	if err != nil {
+		return nil, nil, err
+	}
+	certPEM, err = ks.Storage.Load(ctx, certmagic.StorageKeys.SiteCert(issuerKey, name))
+	if err != nil {
+		return keyPEM, nil, nil // certmagic's own load of it reports the error
+	}
+	return keyPEM, certPEM, nil
+}
+
+func pairMatches(certPEM, keyPEM []byte) error {
+	_, err := tls.X509KeyPair(certPEM, keyPEM)
+	return err
+}
+
+// repair makes a site's key and certificate a pair again, under certmagic's
+// issue lock for the name: installs the kept key that matches the
+// certificate, or deletes the set so that certmagic obtains a new one.
+func (ks *keyStorage) repair(ctx context.Context, name string) ([]byte, error) {
+	lock := issueLockName(name)
+	if err := ks.Storage.Lock(ctx, lock); err != nil {
+		return nil, fmt.Errorf("sslci: %s: locking storage to repair a certificate whose private key is not its own: %w", name, err)
+	}
+	defer ks.Storage.Unlock(context.WithoutCancel(ctx), lock)
+
+	keyPEM, certPEM, err := ks.loadPair(ctx, name)
+	if err != nil || certPEM == nil {
+		return keyPEM, err
+	}
+	mismatch := pairMatches(certPEM, keyPEM)
+	if mismatch == nil {
+		return keyPEM, nil // a peer finished writing it
+	}
+	issuerKey := ks.iss.IssuerKey()
+	log := ks.iss.logger.With(zap.String("identifier", name), zap.NamedError("problem", mismatch))
+
+	if block, _ := pem.Decode(certPEM); block != nil {
+		if leaf, err := x509.ParseCertificate(block.Bytes); err == nil {
+			keptPath := ks.iss.keptKeyPath(sha256.Sum256(leaf.RawSubjectPublicKeyInfo))
+			if kept, err := ks.Storage.Load(ctx, keptPath); err == nil && pairMatches(certPEM, kept) == nil {
+				if err := ks.Storage.Store(ctx, certmagic.StorageKeys.SitePrivateKey(issuerKey, name), kept); err != nil {
+					return nil, fmt.Errorf("sslci: %s: installing the kept private key SSLCI generated for the stored certificate: %w", name, err)
+				}
+				if err := ks.Storage.Delete(ctx, keptPath); err != nil {
+					log.Warn("deleting the kept private key after installing it", zap.Error(err))
+				}
+				log.Warn("repaired a stored certificate whose private key was not its own: installed the kept private key SSLCI generated for it")
+				return kept, nil
+			}
+		}
+	}
+
+	// The certificate goes first: without it, certmagic obtains again.
+	for _, k := range []string{
+		certmagic.StorageKeys.SiteCert(issuerKey, name),
+		certmagic.StorageKeys.SitePrivateKey(issuerKey, name),
+		certmagic.StorageKeys.SiteMeta(issuerKey, name),
+	} {
+		if err := ks.Storage.Delete(ctx, k); err != nil {
+			return nil, fmt.Errorf("sslci: %s: removing an unusable certificate (its private key is not its own): %w", name, err)
+		}
+	}
+	log.Warn("removed a stored certificate whose private key was not its own, and for which no kept key matched; a new certificate will be obtained")
+	return nil, fmt.Errorf("sslci: %s: removed an unusable certificate: %w", name, fs.ErrNotExist)
+}
+
+// issueLockName is certmagic's issue lock for the name whose storage folder
+// is dir (StorageKeys.Safe spells a leading "*" as "wildcard_").
+func issueLockName(dir string) string {
+	if rest, ok := strings.CutPrefix(dir, "wildcard_"); ok {
+		dir = "*" + rest
+	}
+	return issueLockPrefix + dir
+}
+
+func (ks *keyStorage) holding(name string) bool {
+	ks.mu.Lock()
+	defer ks.mu.Unlock()
+	return ks.held[issueLockName(name)] > 0
+}
+
+func (ks *keyStorage) hold(lock string, n int) {
+	ks.mu.Lock()
+	defer ks.mu.Unlock()
+	if ks.held == nil {
+		ks.held = make(map[string]int)
+	}
+	if ks.held[lock] += n; ks.held[lock] <= 0 {
+		delete(ks.held, lock)
+	}
+}
+
+// Lock, TryLock and Unlock record what this Caddy holds, so that a load
+// under its own issue lock does not wait for that lock.
+func (ks *keyStorage) Lock(ctx context.Context, name string) error {
+	if err := ks.Storage.Lock(ctx, name); err != nil {
+		return err
+	}
+	ks.hold(name, 1)
+	return nil
+}
+
+func (ks *keyStorage) TryLock(ctx context.Context, name string) (bool, error) {
+	tl, ok := ks.Storage.(certmagic.TryLocker)
+	if !ok {
+		// What certmagic does for a storage without TryLock.
+		err := ks.Lock(ctx, name)
+		return err == nil, err
+	}
+	got, err := tl.TryLock(ctx, name)
+	if got {
+		ks.hold(name, 1)
+	}
+	return got, err
+}
+
+func (ks *keyStorage) Unlock(ctx context.Context, name string) error {
+	ks.hold(name, -1)
+	return ks.Storage.Unlock(ctx, name)
+}
+
+// RenewLockLease passes lease renewals through to storages that have them.
+func (ks *keyStorage) RenewLockLease(ctx context.Context, lock string, d time.Duration) error {
+	if r, ok := ks.Storage.(certmagic.LockLeaseRenewer); ok {
+		return r.RenewLockLease(ctx, lock, d)
+	}
+	return nil
+}
+
+// String names the storage it wraps, for certmagic's logs.
+func (ks *keyStorage) String() string { return fmt.Sprint(ks.Storage) }
+
+// Interface guards
+var (
+	_ certmagic.Storage          = (*keyStorage)(nil)
+	_ certmagic.TryLocker        = (*keyStorage)(nil)
+	_ certmagic.LockLeaseRenewer = (*keyStorage)(nil)
+)

@@ -1,0 +1,465 @@
+package sslci_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"os"
+	"path"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/certmagic"
+
+	sslci "github.com/sslci/caddy-sslci"
+	"github.com/sslci/caddy-sslci/api"
+	"github.com/sslci/caddy-sslci/sslcitest"
+)
+
+// keyConfig is a Caddy config serving names through the issuer, on the
+// given storage module (nil: the file system at e.storageDir), logging JSON
+// to logFile.
+func (e *testEnv) keyConfig(storage map[string]any, logFile, global string, names ...string) []byte {
+	e.t.Helper()
+	cfg := adapt(e.t, e.globalOptions(global)+fmt.Sprintf("%s {\n\ttls {\n\t\t%s\n\t}\n\trespond \"ok\"\n}\n",
+		strings.Join(names, ", "), e.issuerBlock("")))
+	var m map[string]any
+	if err := json.Unmarshal(cfg, &m); err != nil {
+		e.t.Fatal(err)
+	}
+	if storage != nil {
+		m["storage"] = storage
+	}
+	m["logging"] = map[string]any{"logs": map[string]any{"default": map[string]any{
+		"writer":  map[string]any{"output": "file", "filename": logFile},
+		"encoder": map[string]any{"format": "json"},
+	}}}
+	out, err := json.Marshal(m)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return out
+}
+
+func runCaddy(t testing.TB, cfg []byte) {
+	t.Helper()
+	if err := caddy.Load(cfg, true); err != nil {
+		t.Fatalf("loading config: %v", err)
+	}
+	t.Cleanup(func() { caddy.Stop() })
+}
+
+func stopCaddy(t testing.TB) {
+	t.Helper()
+	if err := caddy.Stop(); err != nil {
+		t.Fatalf("stopping Caddy: %v", err)
+	}
+}
+
+// keptKeyPath is where the README says the issuer keeps SSLCI's key for leaf.
+func (e *testEnv) keptKeyPath(leaf *x509.Certificate) string {
+	sum := sha256.Sum256(leaf.RawSubjectPublicKeyInfo)
+	return path.Join("sslci", certmagic.StorageKeys.Safe(e.issuerKey()), "keys", hex.EncodeToString(sum[:])+".pem")
+}
+
+// storedPair reads the certificate and key stored in dir for name and
+// reports whether Caddy could serve them (as certmagic checks them).
+func (e *testEnv) storedPair(dir, name string) (certPEM, keyPEM []byte, err error) {
+	fs := &certmagic.FileStorage{Path: dir}
+	ctx := context.Background()
+	if certPEM, err = fs.Load(ctx, certmagic.StorageKeys.SiteCert(e.issuerKey(), name)); err != nil {
+		return nil, nil, err
+	}
+	if keyPEM, err = fs.Load(ctx, certmagic.StorageKeys.SitePrivateKey(e.issuerKey(), name)); err != nil {
+		return nil, nil, err
+	}
+	_, err = tls.X509KeyPair(certPEM, keyPEM)
+	return certPEM, keyPEM, err
+}
+
+func foreignKeyPEM(t testing.TB) []byte {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := certmagic.PEMEncodePrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func leafOf(t testing.TB, chainPEM []byte) *x509.Certificate {
+	t.Helper()
+	block, _ := pem.Decode(chainPEM)
+	if block == nil {
+		t.Fatal("no PEM certificate")
+	}
+	leaf, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return leaf
+}
+
+func writeFile(t testing.TB, dir, key string, data []byte) {
+	t.Helper()
+	if err := (&certmagic.FileStorage{Path: dir}).Store(context.Background(), key, data); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// filesUnder lists the storage keys under prefix in the file storage at dir.
+func filesUnder(dir, prefix string) []string {
+	var keys []string
+	filepath.WalkDir(filepath.Join(dir, prefix), func(p string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			rel, _ := filepath.Rel(dir, p)
+			keys = append(keys, filepath.ToSlash(rel))
+		}
+		return nil
+	})
+	return keys
+}
+
+func logContains(t testing.TB, file, msg string) bool {
+	t.Helper()
+	data, _ := os.ReadFile(file)
+	return bytes.Contains(data, []byte(msg))
+}
+
+const (
+	logInstalled = "installed the kept private key SSLCI generated"
+	logRemoved   = "removed a stored certificate whose private key was not its own"
+)
+
+// certmagic writes the key, then the certificate, then the metadata, under
+// StorageKeys' names: the issuer keeps SSLCI's key before that, the key
+// certmagic writes is already SSLCI's, and the kept key goes once the
+// certificate is stored. This fails if certmagic changes its layout or order.
+func TestKeyStoredBeforeCertificate(t *testing.T) {
+	e := newEnv(t, sslcitest.Options{})
+	plan := newFaultPlan(0, false)
+	faultPlans.Store(t.Name(), plan)
+	name := "order.test"
+	// Kept keys whose certificate never came: a stale one goes at the
+	// next issuance, a recent one stays.
+	keysDir := path.Join("sslci", certmagic.StorageKeys.Safe(e.issuerKey()), "keys")
+	stale, recent := path.Join(keysDir, "stale.pem"), path.Join(keysDir, "recent.pem")
+	writeFile(t, e.storageDir, stale, foreignKeyPEM(t))
+	writeFile(t, e.storageDir, recent, foreignKeyPEM(t))
+	old := time.Now().Add(-25 * time.Hour)
+	if err := os.Chtimes(filepath.Join(e.storageDir, stale), old, old); err != nil {
+		t.Fatal(err)
+	}
+	runCaddy(t, e.keyConfig(map[string]any{"module": "sslci_test_faults", "root": e.storageDir, "plan": t.Name()},
+		filepath.Join(t.TempDir(), "caddy.log"), "", name))
+	leaf := e.waitForCertificate(name, nil, time.Minute)
+	stopCaddy(t)
+
+	ik := e.issuerKey()
+	kept := e.keptKeyPath(leaf)
+	want := []string{
+		"store " + kept,
+		"store " + certmagic.StorageKeys.SitePrivateKey(ik, name),
+		"store " + certmagic.StorageKeys.SiteCert(ik, name),
+		"delete " + kept,
+		"store " + certmagic.StorageKeys.SiteMeta(ik, name),
+	}
+	var got []string
+	var keyPEM []byte
+	for _, w := range plan.recorded() {
+		op := w.op + " " + w.key
+		if slices.Contains(want, op) {
+			got = append(got, op)
+		}
+		if op == want[1] {
+			keyPEM = w.value
+		}
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("writes of the key, certificate and metadata:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if _, err := tls.X509KeyPair(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: leaf.Raw}), keyPEM); err != nil {
+		t.Errorf("the key written before the certificate is not the certificate's: %v", err)
+	}
+	if meta := e.storedMetadata(name); meta["key_source"] != "sslci" {
+		t.Errorf("key_source = %v, want sslci", meta["key_source"])
+	}
+	if files := filesUnder(e.storageDir, keysDir); !slices.Equal(files, []string{recent}) {
+		t.Errorf("kept keys left: %v, want only %s", files, recent)
+	}
+}
+
+// A certificate stored beside a key that is not its own (a crash of an
+// older version, a hand edit) is repaired when a fresh Caddy loads it: with
+// SSLCI's key kept in storage it is installed and the certificate served;
+// without, the set is removed and a new certificate obtained.
+func TestForeignKeyRepairedAtStart(t *testing.T) {
+	for _, withKept := range []bool{true, false} {
+		t.Run(fmt.Sprintf("kept=%v", withKept), func(t *testing.T) {
+			e := newEnv(t, sslcitest.Options{})
+			name := "repair.test"
+			runCaddy(t, e.keyConfig(nil, filepath.Join(t.TempDir(), "first.log"), "", name))
+			first := e.waitForCertificate(name, nil, time.Minute)
+			stopCaddy(t)
+
+			_, sslciKey, err := e.storedPair(e.storageDir, name)
+			if err != nil {
+				t.Fatalf("after the first run: %v", err)
+			}
+			writeFile(t, e.storageDir, certmagic.StorageKeys.SitePrivateKey(e.issuerKey(), name), foreignKeyPEM(t))
+			if withKept {
+				writeFile(t, e.storageDir, e.keptKeyPath(first), sslciKey)
+			}
+			finalizes := e.sim.CountRequests(sslcitest.OpFinalize)
+
+			logFile := filepath.Join(t.TempDir(), "second.log")
+			runCaddy(t, e.keyConfig(nil, logFile, "", name))
+			served := e.waitForCertificate(name, nil, time.Minute)
+			if _, _, err := e.storedPair(e.storageDir, name); err != nil {
+				t.Errorf("stored pair after the repair: %v", err)
+			}
+			newFinalizes := e.sim.CountRequests(sslcitest.OpFinalize) - finalizes
+			if withKept {
+				if !served.Equal(first) || newFinalizes != 0 {
+					t.Errorf("served serial %x (first %x) after %d finalizes; want the first certificate, no new one", served.SerialNumber, first.SerialNumber, newFinalizes)
+				}
+				if !logContains(t, logFile, logInstalled) || !logContains(t, logFile, `"identifier":"repair.test"`) {
+					t.Errorf("the log does not say the kept key was installed for %s", name)
+				}
+				if files := filesUnder(e.storageDir, path.Dir(e.keptKeyPath(first))); len(files) != 0 {
+					t.Errorf("kept keys left: %v", files)
+				}
+			} else {
+				if served.Equal(first) || newFinalizes != 1 {
+					t.Errorf("served serial %x (first %x) after %d finalizes; want a new certificate", served.SerialNumber, first.SerialNumber, newFinalizes)
+				}
+				if !logContains(t, logFile, logRemoved) {
+					t.Errorf("the log does not say the unusable certificate was removed")
+				}
+			}
+		})
+	}
+}
+
+// A running Caddy whose certificate is due finds in storage a newer one,
+// renewed by a peer that died before its key was in place: it repairs the
+// pair and serves a good certificate without a restart.
+func TestPeerRepairsWithoutRestart(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits for a renewal")
+	}
+	for _, withKept := range []bool{true, false} {
+		t.Run(fmt.Sprintf("kept=%v", withKept), func(t *testing.T) {
+			// Certificates live 90s (30s past a notBefore backdated by a
+			// minute); Caddy wants to renew about 5s after issuance.
+			e := newEnv(t, sslcitest.Options{Validity: 30 * time.Second})
+			name := "peer.test"
+			logFile := filepath.Join(t.TempDir(), "caddy.log")
+			cfg := e.keyConfig(nil, logFile, "renew_interval 1s", name)
+			runCaddy(t, bytes.Replace(cfg, []byte(`"issuers"`), []byte(`"renewal_window_ratio":0.28,"issuers"`), 1))
+			first := e.waitForCertificate(name, nil, time.Minute)
+
+			// The peer's certificate, made 40s later as SSLCI sees it (so it
+			// is not due when this Caddy looks), stored with a foreign key.
+			csr, _ := sslci.NewCSR(t, name)
+			client, err := api.New(e.sim.URL(), e.sim.Token())
+			if err != nil {
+				t.Fatal(err)
+			}
+			e.sim.Advance(40 * time.Second)
+			peer, err := client.Finalize(context.Background(), []string{name}, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csr.Raw}))
+			e.sim.Advance(-40 * time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			peerLeaf := leafOf(t, peer.CertificatePEM)
+			if withKept {
+				writeFile(t, e.storageDir, e.keptKeyPath(peerLeaf), peer.PrivateKeyPEM)
+			}
+			ik := e.issuerKey()
+			writeFile(t, e.storageDir, certmagic.StorageKeys.SiteCert(ik, name), append(peer.CertificatePEM, peer.CAPEM...))
+			writeFile(t, e.storageDir, certmagic.StorageKeys.SitePrivateKey(ik, name), foreignKeyPEM(t))
+
+			// Before the first certificate expires: without the repair, the
+			// pair stays unusable until the peer's certificate is due.
+			served := e.waitForCertificate(name, first.SerialNumber.Bytes(), time.Until(first.NotAfter))
+			if withKept {
+				if !served.Equal(peerLeaf) {
+					t.Errorf("served serial %x, want the peer's %x with its kept key", served.SerialNumber, peerLeaf.SerialNumber)
+				}
+				if !logContains(t, logFile, logInstalled) {
+					t.Error("the log does not say the kept key was installed")
+				}
+			} else {
+				if served.Equal(peerLeaf) {
+					t.Error("the peer's certificate is served, though its key is lost")
+				}
+				if !logContains(t, logFile, logRemoved) {
+					t.Error("the log does not say the unusable certificate was removed")
+				}
+			}
+			if _, _, err := e.storedPair(e.storageDir, name); err != nil {
+				t.Errorf("stored pair: %v", err)
+			}
+		})
+	}
+}
+
+// A storage that fails, or stops answering for good (a kill -9), at any one
+// write of a first issuance of two names, or of their renewal, leaves
+// storage from which a fresh Caddy serves every name, with its key stored
+// beside it.
+func TestStorageFaultAtEveryWrite(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts Caddy twice per write")
+	}
+	names := []string{"one.test", "two.test"}
+	for _, phase := range []string{"issuance", "renewal"} {
+		t.Run(phase, func(t *testing.T) {
+			e := newEnv(t, sslcitest.Options{VerificationWindow: 400 * 24 * time.Hour})
+			snapshot := t.TempDir()
+			renewal := phase == "renewal"
+			if renewal {
+				// Certificates SSLCI made 89 days ago: a day left of 90, so
+				// Caddy renews them when it starts.
+				e.sim.Advance(-89 * 24 * time.Hour)
+				e.faultRun(t, snapshot, newFaultPlan(0, false), names, false)
+				stopCaddy(t)
+				e.sim.Advance(89 * 24 * time.Hour)
+			}
+
+			clean := newFaultPlan(0, false)
+			e.faultRun(t, copyDir(t, snapshot), clean, names, renewal)
+			clean.waitQuiet(time.Second)
+			stopCaddy(t)
+			clean.release()
+			writes := clean.recorded()
+			for i, w := range writes {
+				t.Logf("write %d: %s %s", i+1, w.op, w.key)
+			}
+
+			var tried, unservable int
+			for _, kill := range []bool{false, true} {
+				for k := 1; k <= len(writes); k++ {
+					dir := copyDir(t, snapshot)
+					plan := newFaultPlan(k, kill)
+					id := fmt.Sprintf("%s/%v/%d", t.Name(), kill, k)
+					faultPlans.Store(id, plan)
+					runCaddy(t, e.keyConfig(map[string]any{"module": "sslci_test_faults", "root": dir, "plan": id},
+						filepath.Join(dir, "..", fmt.Sprintf("faulty-%v-%d.log", kill, k)), "", names...))
+					select {
+					case <-plan.tripped:
+					case <-time.After(30 * time.Second):
+					}
+					if !kill {
+						plan.waitQuiet(time.Second)
+					}
+					stopCaddy(t)
+					plan.release()
+					tried++
+
+					fresh := newFaultPlan(0, false)
+					faultPlans.Store(id+"/fresh", fresh)
+					logFile := filepath.Join(dir, "..", fmt.Sprintf("fresh-%v-%d.log", kill, k))
+					// Maintenance every second: a job of the stopped Caddy may
+					// still hold its name in certmagic's process-wide job queue
+					// when this one starts (a killed process would not).
+					runCaddy(t, e.keyConfig(map[string]any{"module": "sslci_test_faults", "root": dir, "plan": id + "/fresh"}, logFile, "renew_interval 1s", names...))
+					for _, name := range names {
+						if err := e.waitServed(dir, name, renewal, 30*time.Second); err != nil {
+							unservable++
+							t.Errorf("kill=%v at write %d (%s %s): %s not served: %v", kill, k, writes[k-1].op, writes[k-1].key, name, err)
+						}
+					}
+					stopCaddy(t)
+					fresh.release()
+				}
+			}
+			t.Logf("%s: %d writes; %d faults tried (%d failed writes, %d kills); names left unservable: %d",
+				phase, len(writes), tried, tried/2, tried/2, unservable)
+		})
+	}
+}
+
+// faultRun starts Caddy on dir through plan and waits until every name is served.
+func (e *testEnv) faultRun(t *testing.T, dir string, plan *faultPlan, names []string, renewed bool) {
+	t.Helper()
+	faultPlans.Store(dir, plan)
+	runCaddy(t, e.keyConfig(map[string]any{"module": "sslci_test_faults", "root": dir, "plan": dir},
+		filepath.Join(t.TempDir(), "caddy.log"), "", names...))
+	for _, name := range names {
+		if err := e.waitServed(dir, name, renewed, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// waitServed waits until Caddy serves name with a chain that verifies and
+// the certificate and key stored in dir are a pair; renewed: a certificate
+// with more than a month left.
+func (e *testEnv) waitServed(dir, name string, renewed bool, limit time.Duration) error {
+	var err error
+	for deadline := time.Now().Add(limit); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		var served *x509.Certificate
+		if served, err = e.handshake(name); err != nil {
+			continue
+		}
+		var certPEM []byte
+		if certPEM, _, err = e.storedPair(dir, name); err != nil {
+			continue
+		}
+		stored := leafOf(e.t, certPEM)
+		switch {
+		case renewed && time.Until(stored.NotAfter) < 30*24*time.Hour:
+			err = fmt.Errorf("stored certificate expires %s: not renewed", stored.NotAfter)
+		case renewed && time.Until(served.NotAfter) < 30*24*time.Hour:
+			err = fmt.Errorf("served certificate expires %s: not renewed", served.NotAfter)
+		default:
+			return nil
+		}
+	}
+	return err
+}
+
+// copyDir returns a new directory with the files of src.
+func copyDir(t *testing.T, src string) string {
+	t.Helper()
+	dst := filepath.Join(t.TempDir(), "storage")
+	err := filepath.WalkDir(src, func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		rel, _ := filepath.Rel(src, p)
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(dst, rel)), 0o700); err != nil {
+			return err
+		}
+		return os.WriteFile(filepath.Join(dst, rel), data, 0o600)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(dst, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	return dst
+}
