@@ -83,11 +83,16 @@ func (b *backend) serve(h http.Handler, cert *tls.Certificate) (string, error) {
 }
 
 // newSSLCI starts the SSLCI simulator, its HTTP checks sent to Caddy's
-// HTTP port.
-func newSSLCI(caddyHTTP string, httpPort int) (*backend, error) {
+// HTTP port, and writes its root into dir for the issuer to trust.
+func newSSLCI(dir, caddyHTTP string, httpPort int) (*backend, error) {
 	sim, err := sslcitest.NewServer(sslcitest.Options{HTTPChallengeAddr: caddyHTTP})
 	if err != nil {
 		return nil, fmt.Errorf("starting the simulator: %w", err)
+	}
+	root := filepath.Join(dir, "sslci-sim-root.pem")
+	if err := os.WriteFile(root, sim.RootPEM(), 0o644); err != nil {
+		sim.Close()
+		return nil, err
 	}
 	b := &backend{
 		count:    newCounter(func(r *http.Request) string { return r.Method }),
@@ -114,6 +119,8 @@ func newSSLCI(caddyHTTP string, httpPort int) (*backend, error) {
 		"method":              "http",
 		"listen_host":         "127.0.0.1",
 		"alternate_http_port": httpPort,
+		// The issuer accepts only certificates that chain to a trusted root.
+		"trusted_roots_pem_files": []string{root},
 	}
 	return b, nil
 }

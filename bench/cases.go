@@ -36,7 +36,7 @@ func newWorld(issuer, caddyBin, parent string) (*world, error) {
 	case issuerACME:
 		w.ca, err = newPebble(w.dir, w.httpPort, w.httpsPort)
 	case issuerSSLCI:
-		w.ca, err = newSSLCI(net.JoinHostPort("127.0.0.1", fmt.Sprint(w.httpPort)), w.httpPort)
+		w.ca, err = newSSLCI(w.dir, net.JoinHostPort("127.0.0.1", fmt.Sprint(w.httpPort)), w.httpPort)
 	}
 	return w, err
 }
