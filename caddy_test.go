@@ -29,8 +29,10 @@ func TestCaddyfileSiteObtainsCertificate(t *testing.T) {
 	if status, body := e.get("site.test", "/"); status != http.StatusOK || body != "hello from site.test" {
 		t.Errorf("GET = %d %q", status, body)
 	}
-	// One verification request, one confirmation, one finalize: nothing else.
-	e.wantCounts(map[sslcitest.Op]int{sslcitest.OpRequest: 1, sslcitest.OpConfirm: 1, sslcitest.OpFinalize: 1})
+	// One verification request, one confirmation, one finalize: nothing
+	// else, but the one GET list per account and storage that tells the
+	// ledger which orders were there before (ledger.go: ensureFloor).
+	e.wantCounts(map[sslcitest.Op]int{sslcitest.OpList: 1, sslcitest.OpRequest: 1, sslcitest.OpConfirm: 1, sslcitest.OpFinalize: 1})
 	if meta := e.storedMetadata("site.test"); meta["key_source"] != "sslci" {
 		t.Errorf("metadata key_source = %v, want sslci (the simulator generated the key); metadata: %v", meta["key_source"], meta)
 	}
@@ -90,7 +92,7 @@ func TestJSONThroughAdminAPIAndReload(t *testing.T) {
 	if _, body := e.get("json.test", "/"); body != "first" {
 		t.Fatalf("body = %q, want first", body)
 	}
-	e.wantCounts(map[sslcitest.Op]int{sslcitest.OpRequest: 1, sslcitest.OpConfirm: 1, sslcitest.OpFinalize: 1})
+	e.wantCounts(map[sslcitest.Op]int{sslcitest.OpList: 1, sslcitest.OpRequest: 1, sslcitest.OpConfirm: 1, sslcitest.OpFinalize: 1})
 
 	e.postLoad(config("second"))
 	deadline := time.Now().Add(10 * time.Second)
@@ -110,7 +112,7 @@ func TestJSONThroughAdminAPIAndReload(t *testing.T) {
 	if !bytes.Equal(again.Raw, leaf.Raw) {
 		t.Error("the reload replaced the certificate")
 	}
-	e.wantCounts(map[sslcitest.Op]int{sslcitest.OpRequest: 1, sslcitest.OpConfirm: 1, sslcitest.OpFinalize: 1})
+	e.wantCounts(map[sslcitest.Op]int{sslcitest.OpList: 1, sslcitest.OpRequest: 1, sslcitest.OpConfirm: 1, sslcitest.OpFinalize: 1})
 }
 
 // Caddy renews short-lived certificates by itself. Inside SSLCI's 29-day
@@ -130,7 +132,7 @@ func TestRenewalCostsOneRequest(t *testing.T) {
 	e.startCaddy(cfg)
 
 	first := e.waitForCertificate("renew.test", nil, time.Minute)
-	e.wantCounts(map[sslcitest.Op]int{sslcitest.OpRequest: 1, sslcitest.OpConfirm: 1, sslcitest.OpFinalize: 1})
+	e.wantCounts(map[sslcitest.Op]int{sslcitest.OpList: 1, sslcitest.OpRequest: 1, sslcitest.OpConfirm: 1, sslcitest.OpFinalize: 1})
 	issuedBefore := len(e.sim.Certificates(e.sim.Token()))
 	e.sim.ResetRequests()
 
@@ -189,5 +191,5 @@ https:// {
 	if _, body := e.get("ondemand.test", "/"); body != "on demand ondemand.test" {
 		t.Errorf("body = %q", body)
 	}
-	e.wantCounts(map[sslcitest.Op]int{sslcitest.OpRequest: 1, sslcitest.OpConfirm: 1, sslcitest.OpFinalize: 1})
+	e.wantCounts(map[sslcitest.Op]int{sslcitest.OpList: 1, sslcitest.OpRequest: 1, sslcitest.OpConfirm: 1, sslcitest.OpFinalize: 1})
 }

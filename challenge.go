@@ -39,7 +39,15 @@ type solver interface {
 // listens on the HTTP port, the solver serves the check itself while it lasts.
 type httpSolver struct {
 	iss *Issuer
+
+	// answeredAt is when the HTTP port last answered a challenge as SSLCI
+	// needs: checkPortHolder is skipped for portCheckInterval after, so a
+	// thousand names starting at once cost one probe, not a thousand.
+	mu         sync.Mutex
+	answeredAt time.Time
 }
+
+const portCheckInterval = time.Minute
 
 const challengeBasePath = "/.well-known/acme-challenge/"
 
@@ -167,6 +175,12 @@ func (s *httpSolver) listen() (release func(), inUse bool) {
 // address only) proves nothing, and is not warned about.
 func (s *httpSolver) checkPortHolder(ctx context.Context, v *api.Verification) {
 	iss := s.iss
+	s.mu.Lock()
+	recent := time.Since(s.answeredAt) < portCheckInterval
+	s.mu.Unlock()
+	if recent {
+		return
+	}
 	port := iss.httpPort()
 	host := iss.ListenHost
 	if host == "" || host == "0.0.0.0" || host == "::" {
@@ -189,6 +203,9 @@ func (s *httpSolver) checkPortHolder(ctx context.Context, v *api.Verification) {
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
 	if resp.StatusCode == http.StatusOK && strings.TrimSpace(string(body)) == v.Content {
+		s.mu.Lock()
+		s.answeredAt = time.Now()
+		s.mu.Unlock()
 		return
 	}
 	iss.logger.Warn("another program holds the HTTP port and does not answer SSLCI's check, which will fail; "+

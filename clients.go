@@ -99,6 +99,7 @@ func (iss *Issuer) loadClient(ctx caddy.Context) error {
 
 // Cleanup lets go of the issuer's API client.
 func (iss *Issuer) Cleanup() error {
+	iss.stopSweep() // reconcile.go
 	if iss.clientKey == "" {
 		return nil
 	}

@@ -40,7 +40,7 @@ func TestConfirmPollsUntilDecided(t *testing.T) {
 	if _, err := iss.Issue(context.Background(), csr); err != nil {
 		t.Fatal(err)
 	}
-	e.wantCounts(map[sslcitest.Op]int{sslcitest.OpRequest: 1, sslcitest.OpConfirm: 4, sslcitest.OpFinalize: 1})
+	e.wantCounts(map[sslcitest.Op]int{sslcitest.OpList: 1, sslcitest.OpRequest: 1, sslcitest.OpConfirm: 4, sslcitest.OpFinalize: 1})
 	gaps := e.confirmGaps()
 	for i, min := range []time.Duration{100 * time.Millisecond, 150 * time.Millisecond, 225 * time.Millisecond} {
 		if gaps[i] < min {
@@ -60,7 +60,7 @@ func TestConfirmFollowsRetryAfter(t *testing.T) {
 	if _, err := iss.Issue(context.Background(), csr); err != nil {
 		t.Fatal(err)
 	}
-	e.wantCounts(map[sslcitest.Op]int{sslcitest.OpRequest: 1, sslcitest.OpConfirm: 3, sslcitest.OpFinalize: 1})
+	e.wantCounts(map[sslcitest.Op]int{sslcitest.OpList: 1, sslcitest.OpRequest: 1, sslcitest.OpConfirm: 3, sslcitest.OpFinalize: 1})
 	for i, gap := range e.confirmGaps() {
 		if gap < retryAfter {
 			t.Errorf("confirm %d came %s after a pending answer with Retry-After %s", i+2, gap, retryAfter)

@@ -1,11 +1,20 @@
 package sslci
 
+import "time"
+
 // Test helpers of this package that its external tests (package
 // sslci_test) use too, so each exists once.
 var (
 	NewCSR   = newCSR
 	FreePort = freePort
 )
+
+// SetSweepDelay sets how long after its start a Caddy sweeps the ledger.
+func SetSweepDelay(d time.Duration) (restore func()) {
+	old := sweepDelay
+	sweepDelay = d
+	return func() { sweepDelay = old }
+}
 
 // Hint is what Issue adds to its errors, for causes Issue cannot reach.
 func Hint(err error) error { return (&Issuer{}).hint(err) }

@@ -456,3 +456,16 @@ func (e *testEnv) forgetVerifications() {
 		e.t.Fatal(err)
 	}
 }
+
+// keep stores chainPEM where certmagic stores the certificate for names
+// (the sorted names joined by commas), as it does with what Issue returns:
+// for tests that call Issue directly. The ledger deletes at SSLCI a
+// certificate Issue returned that storage does not hold.
+func (e *testEnv) keep(chainPEM []byte, names ...string) {
+	e.t.Helper()
+	sorted := slices.Sorted(slices.Values(names))
+	fs := &certmagic.FileStorage{Path: e.storageDir}
+	if err := fs.Store(context.Background(), certmagic.StorageKeys.SiteCert(e.issuerKey(), strings.Join(sorted, ",")), chainPEM); err != nil {
+		e.t.Fatal(err)
+	}
+}

@@ -6,7 +6,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -21,12 +20,18 @@ import (
 // This file is the Issue flow (certmagic.Issuer): certmagic calls Issue
 // with a CSR for the names of one certificate, holding its lock for them,
 // and stores what it returns (SSLCI's key, if the certificate is for it:
-// see serverkey.go).
+// see serverkey.go). Every
+// order and certificate it asks for is written to the ledger first
+// (ledger.go), so that a failed step can be retried within the Issue once
+// SSLCI's list has told what the lost answer had made (reconcile.go).
 
-// Issue obtains a certificate for csr: it verifies every name on it that
-// has no recent verification, concurrently, finalizes the whole set once and
-// checks the answer before returning it. On failure the orders this call
-// created and still pending are cancelled and no challenge is left behind.
+// Issue obtains a certificate for csr: it settles what earlier attempts
+// for these names left at SSLCI, verifies every name on the CSR that has
+// no recent verification, concurrently (resuming a pending order left by
+// a Caddy that stopped), finalizes the whole set and checks the answer
+// before returning it. A step that fails for a passing reason is retried
+// within the call. On failure the orders this call created and still
+// pending are cancelled and no challenge is left behind.
 func (iss *Issuer) Issue(ctx context.Context, csr *x509.CertificateRequest) (*certmagic.IssuedCertificate, error) {
 	names, err := csrNames(csr)
 	if err == nil {
@@ -36,9 +41,10 @@ func (iss *Issuer) Issue(ctx context.Context, csr *x509.CertificateRequest) (*ce
 		return nil, fmt.Errorf("sslci: %w", err)
 	}
 	// As certmagic's ZeroSSL issuer: the names once, on every line logged.
-	run := &issuance{iss: iss, logger: iss.logger.With(zap.Strings("identifiers", names)), orders: make(map[string]int64), reused: make(map[string]int64)}
-	defer run.cancelPending()
+	run := &issuance{iss: iss, logger: iss.logger.With(zap.Strings("identifiers", names)), names: names,
+		orders: make(map[string]*orderRecord), reused: make(map[string]int64)}
 	issued, err := run.issue(ctx, csr, names)
+	run.cleanUp(err != nil)
 	if err != nil {
 		return nil, fmt.Errorf("sslci: %w", iss.hint(err))
 	}
@@ -48,13 +54,31 @@ func (iss *Issuer) Issue(ctx context.Context, csr *x509.CertificateRequest) (*ce
 func (r *issuance) issue(ctx context.Context, csr *x509.CertificateRequest, names []string) (*certmagic.IssuedCertificate, error) {
 	iss := r.iss
 	ctx = withLogNames(ctx, names...)
-	reused, err := r.verifyAll(ctx, names)
+	var reused, fresh []string
+	for _, name := range names {
+		if rec, ok := iss.recentVerification(ctx, name); ok {
+			r.verificationReused(rec)
+			reused = append(reused, name)
+		} else {
+			fresh = append(fresh, name)
+		}
+	}
+	// Records of these names exist only after a crash or a failure:
+	// settle them first (one GET list), keeping pending orders to resume.
+	var resumable map[string]*orderRecord
+	err := r.retry(ctx, func() (err error) {
+		resumable, err = iss.reconcile(ctx, forNames(names), fresh)
+		return err
+	})
 	if err != nil {
+		return nil, fmt.Errorf("reconciling earlier requests for %s with SSLCI's list: %w", strings.Join(names, ", "), err)
+	}
+	if err := r.verifyAll(ctx, fresh, resumable); err != nil {
 		return nil, err
 	}
 	csrPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csr.Raw})
 	r.logger.Info("finalizing the certificate")
-	cert, err := iss.client.Finalize(ctx, names, csrPEM)
+	cert, err := r.finalize(ctx, names, csrPEM)
 	if err != nil && len(reused) > 0 && (errors.Is(err, api.ErrInvalidRequest) || errors.Is(err, api.ErrRejected)) {
 		// Our records said these names were verified; SSLCI may disagree
 		// (a verification revoked, a clock apart). Verify them and try once more.
@@ -63,10 +87,10 @@ func (r *issuance) issue(ctx context.Context, csr *x509.CertificateRequest, name
 		for _, name := range reused {
 			iss.forgetVerification(ctx, name)
 		}
-		if _, err := r.verifyAll(ctx, reused); err != nil {
+		if err := r.verifyAll(ctx, reused, nil); err != nil {
 			return nil, err
 		}
-		cert, err = iss.client.Finalize(ctx, names, csrPEM)
+		cert, err = r.finalize(ctx, names, csrPEM)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("finalizing the certificate for %s: %w", strings.Join(names, ", "), err)
@@ -74,19 +98,23 @@ func (r *issuance) issue(ctx context.Context, csr *x509.CertificateRequest, name
 
 	checked, err := checkCertificate(cert, names, csr, iss.roots, time.Now())
 	if err != nil {
+		r.refuse(ctx, cert)
 		return nil, r.refused("unknown", fmt.Errorf("the certificate SSLCI returned for %s was refused: %w", strings.Join(names, ", "), err))
 	}
 	keySource := "csr"
 	if checked.serverKey != nil {
 		if iss.RequireCSRKey {
+			r.refuse(ctx, cert)
 			return nil, r.refused("sslci", fmt.Errorf("SSLCI returned a certificate for %s for a private key it generated itself, and require_csr_key is set; "+
 				"the certificate was not used (SSLCI did not sign Caddy's CSR)", strings.Join(names, ", ")))
 		}
 		if err := iss.keepServerKey(ctx, csr, checked.leaf, checked.serverKey); err != nil {
+			r.refuse(ctx, cert) // never stored without its key: ours to delete
 			return nil, fmt.Errorf("keeping the private key SSLCI generated for the certificate for %s: %w", strings.Join(names, ", "), err)
 		}
 		keySource = "sslci"
 	}
+	r.obtained(ctx, checked.leaf.NotAfter)
 
 	orders, reusedNames := r.orderMap()
 	iss.metrics.obtained(keySource)
@@ -124,30 +152,30 @@ type metadata struct {
 type issuance struct {
 	iss    *Issuer
 	logger *zap.Logger // the issuer's, with the certificate's names
+	names  []string
 
 	mu        sync.Mutex
-	orders    map[string]int64 // orders this call created, by name
-	reused    map[string]int64 // recent verifications' orders reused, by name
-	confirmed []int64          // of those, the ones SSLCI confirmed
+	orders    map[string]*orderRecord // the orders this call uses, by name
+	reused    map[string]int64        // recent verifications' orders reused, by name
+	confirmed []int64                 // of those, the ones SSLCI confirmed
+	// unsettled: a request's answer was lost, or a refused certificate
+	// could not be deleted: reconcile before sending again, and on the way out.
+	unsettled bool
+	cert      *certRecord // the finalize answered
 }
 
-// verifyAll verifies the names concurrently, skipping those verified
-// recently; it returns the skipped ones. The first failure cancels the rest.
-func (r *issuance) verifyAll(ctx context.Context, names []string) (reused []string, _ error) {
+// verifyAll verifies the names concurrently, resuming the orders given.
+// The first failure cancels the rest.
+func (r *issuance) verifyAll(ctx context.Context, names []string, resume map[string]*orderRecord) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	var wg sync.WaitGroup
 	errs := make([]error, len(names))
 	for i, name := range names {
-		if rec, ok := r.iss.recentVerification(ctx, name); ok {
-			r.verificationReused(rec)
-			reused = append(reused, name)
-			continue
-		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if errs[i] = r.verify(ctx, name); errs[i] != nil {
+			if errs[i] = r.verify(ctx, name, resume[name]); errs[i] != nil {
 				cancel(errs[i])
 			}
 		}()
@@ -155,81 +183,116 @@ func (r *issuance) verifyAll(ctx context.Context, names []string) (reused []stri
 	wg.Wait()
 	// Report the failure that caused the others, not the cancellations.
 	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
-		return nil, cause
+		return cause
 	}
-	return reused, errors.Join(errs...)
+	return errors.Join(errs...)
 }
 
-// verify runs one name through request, present, confirm and clean-up.
-func (r *issuance) verify(ctx context.Context, name string) (err error) {
+// verify runs one name through request (or the order to resume), present,
+// confirm and clean-up.
+func (r *issuance) verify(ctx context.Context, name string, rec *orderRecord) (err error) {
 	iss := r.iss
 	ctx = withLogNames(ctx, name)
-	v, err := iss.client.RequestVerification(ctx, name, iss.Method)
-	if err != nil {
-		return fmt.Errorf("%s: requesting a verification: %w", name, err)
+	if rec != nil {
+		r.logger.Info("resuming an SSLCI order left pending", zap.String("identifier", name), zap.Int64("order_id", rec.OrderID))
+		r.use(rec)
 	}
-	r.verificationRequested(name, v)
-	defer func() { err = r.verificationDone(name, v, err) }()
-	r.mu.Lock()
-	r.orders[name] = v.OrderID
-	r.mu.Unlock()
-	if !strings.EqualFold(strings.TrimSuffix(v.Domain, "."), name) {
-		return fmt.Errorf("%s: SSLCI answered with a verification for %q (order %d)", name, v.Domain, v.OrderID)
-	}
-
-	cleanUp, err := iss.solver.present(ctx, v)
-	if err != nil {
-		return fmt.Errorf("%s: putting the %s challenge in place (order %d): %w", name, v.Method, v.OrderID, err)
-	}
-	defer cleanUp()
-
-	if err := r.confirm(ctx, v); err != nil {
-		return fmt.Errorf("%s: confirming the verification (order %d): %w", name, v.OrderID, err)
-	}
-	r.mu.Lock()
-	r.confirmed = append(r.confirmed, v.OrderID)
-	r.mu.Unlock()
-	iss.rememberVerification(ctx, name, v.OrderID)
-	return nil
-}
-
-// cancelPending cancels the orders this call created that SSLCI has not
-// confirmed, whatever happened, with a context of its own: the caller's may
-// be cancelled already. Confirmed orders are kept: they hold the
-// verification a later finalize can use.
-func (r *issuance) cancelPending() {
-	r.mu.Lock()
-	pending := make(map[string]int64)
-	for name, id := range r.orders {
-		if !slices.Contains(r.confirmed, id) {
-			pending[name] = id
+	for {
+		resumed := rec != nil
+		if !resumed {
+			if rec, err = r.request(ctx, name); err != nil {
+				return fmt.Errorf("%s: requesting a verification: %w", name, err)
+			}
 		}
-	}
-	r.mu.Unlock()
-	if len(pending) == 0 {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	for name, id := range pending {
-		if err := r.iss.client.Delete(withLogNames(ctx, name), api.RecordOrder, id); err != nil {
-			r.logger.Error("cancelling an SSLCI order", zap.String("identifier", name), zap.Int64("order_id", id), zap.Error(err))
+		v := rec.verification()
+		cleanUp, err := iss.solver.present(ctx, v)
+		if err != nil {
+			return r.verificationDone(name, v, fmt.Errorf("%s: putting the %s challenge in place (order %d): %w", name, v.Method, v.OrderID, err))
+		}
+		err = r.retry(ctx, func() error { return r.confirm(ctx, v) })
+		cleanUp()
+		if err != nil && resumed && !transient(err) && ctx.Err() == nil {
+			// The order left behind cannot be confirmed (gone, or its
+			// check fails): cancel it and verify with a new one.
+			r.logger.Info("the resumed SSLCI order could not be confirmed; requesting a new one",
+				zap.String("identifier", name), zap.Int64("order_id", v.OrderID), zap.Error(err))
+			r.cancel(ctx, rec)
+			rec = nil
 			continue
 		}
-		r.iss.metrics.cancelled()
-		r.logger.Info("cancelled SSLCI order", zap.String("identifier", name), zap.Int64("order_id", id))
+		if err != nil {
+			return r.verificationDone(name, v, fmt.Errorf("%s: confirming the verification (order %d): %w", name, v.OrderID, err))
+		}
+		_ = r.verificationDone(name, v, nil) // counted and logged; nil for nil
+		r.mu.Lock()
+		r.confirmed = append(r.confirmed, v.OrderID)
+		r.mu.Unlock()
+		iss.drop(ctx, rec.key) // confirmed: not pending any more
+		iss.rememberVerification(ctx, name, v.OrderID)
+		return nil
 	}
 }
 
-// orderMap is the verification order of each name: made by this call, or
-// reused (those names are returned in reused too).
+// cleanUp runs whatever happened, with a context of its own (the caller's
+// may be cancelled already): it cancels the orders this call used that
+// SSLCI has not confirmed (confirmed ones hold the verification a later
+// finalize can use), and, if the call failed, settles what a lost answer
+// left (a call that succeeded settled each before sending again).
+func (r *issuance) cleanUp(failed bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	r.mu.Lock()
+	var pending []*orderRecord
+	for _, rec := range r.orders {
+		if !slices.Contains(r.confirmed, rec.OrderID) {
+			pending = append(pending, rec)
+		}
+	}
+	unsettled := r.unsettled
+	r.mu.Unlock()
+	for _, rec := range pending {
+		r.cancel(ctx, rec)
+	}
+	if failed && unsettled {
+		if _, err := r.iss.reconcile(ctx, forNames(r.names), nil); err != nil {
+			r.logger.Warn("reconciling with SSLCI's list; left for the next issuance of these names", zap.Error(err))
+		}
+	}
+	r.iss.saveFloor(ctx)
+}
+
+// cancel cancels a pending order of this call and drops its record; on
+// failure the record stays, for a later reconciliation.
+func (r *issuance) cancel(ctx context.Context, rec *orderRecord) {
+	r.mu.Lock()
+	if r.orders[rec.Domain] == rec {
+		delete(r.orders, rec.Domain)
+	}
+	r.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	// A 400 is "no such order": gone already.
+	if err := r.iss.client.Delete(withLogNames(ctx, rec.Domain), api.RecordOrder, rec.OrderID); err != nil && !errors.Is(err, api.ErrInvalidRequest) {
+		r.logger.Error("cancelling an SSLCI order; left for a later reconciliation", zap.String("identifier", rec.Domain), zap.Int64("order_id", rec.OrderID), zap.Error(err))
+		return
+	}
+	r.iss.drop(ctx, rec.key)
+	r.iss.metrics.cancelled()
+	r.logger.Info("cancelled SSLCI order", zap.String("identifier", rec.Domain), zap.Int64("order_id", rec.OrderID))
+}
+
+// orderMap is the verification order of each name: made (or resumed) by
+// this call, or reused (those names are returned in reused too).
 func (r *issuance) orderMap() (orders map[string]int64, reused []string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if len(r.orders)+len(r.reused) == 0 {
 		return nil, nil
 	}
-	orders = maps.Clone(r.orders)
+	orders = make(map[string]int64, len(r.orders))
+	for name, rec := range r.orders {
+		orders[name] = rec.OrderID
+	}
 	for name, id := range r.reused {
 		if _, made := orders[name]; !made { // else verified again when finalize refused it
 			orders[name] = id

@@ -110,6 +110,8 @@ type Issuer struct {
 	// keys are SSLCI's keys waiting for certmagic to store their
 	// certificate: see serverkey.go.
 	keys serverKeys
+
+	ledger ledger // what this Caddy created at SSLCI: ledger.go
 }
 
 // CaddyModule returns the Caddy module information.
@@ -240,6 +242,7 @@ func (iss *Issuer) SetConfig(cfg *certmagic.Config) {
 		iss.storage = cfg.Storage
 	}
 	iss.mu.Unlock()
+	iss.startSweep() // what a Caddy that stopped left at SSLCI: reconcile.go
 	if iss.acme != nil {
 		iss.acme.SetConfig(cfg)
 	}
