@@ -145,7 +145,7 @@ func printChecks(out io.Writer, results []checkResult) {
 // issuance in progress (the challenge's key is per name).
 func (t *target) checkHTTP(ctx context.Context, r *checkResult, via string, timeout time.Duration) {
 	lockKey := "issue_cert_" + r.Name // certmagic's Config.lockKey(certIssueLockOp, name)
-	lockCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	lockCtx, cancel := context.WithTimeout(ctx, lockWait)
 	defer cancel()
 	if err := t.storage.Lock(lockCtx, lockKey); err != nil {
 		r.Result, r.Error = "not checked", fmt.Sprintf("an issuance for %s holds its lock in storage (%v); try again later", r.Name, err)

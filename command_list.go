@@ -105,7 +105,7 @@ func cmdList(out io.Writer, fl caddycmd.Flags) (int, error) {
 	defer cancel()
 	var listings []accountListing
 	for _, t := range env.accounts() {
-		l, err := t.listing(ctx)
+		l, _, err := t.listing(ctx)
 		if err != nil {
 			return exitFailed, err
 		}
@@ -151,61 +151,74 @@ func shortTime(unix int64) string {
 	return time.Unix(unix, 0).UTC().Format("2006-01-02 15:04Z")
 }
 
-// listing lists the account at SSLCI and marks each record.
-func (t *target) listing(ctx context.Context) (*accountListing, error) {
+// listing lists the account at SSLCI and marks each record; the view it
+// marked them with tells prune which ledger records a removal resolves.
+func (t *target) listing(ctx context.Context) (*accountListing, *ledgerView, error) {
 	list, err := t.iss.client.List(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("sslci: listing the account at %s: %w", t.iss.Endpoint, err)
+		return nil, nil, fmt.Errorf("sslci: listing the account at %s: %w", t.iss.Endpoint, err)
 	}
 	leaves, err := leavesInStorage(ctx, t.storage, t.iss.IssuerKey())
 	if err != nil {
-		return nil, fmt.Errorf("sslci: reading the certificates in storage: %w", err)
+		return nil, nil, fmt.Errorf("sslci: reading the certificates in storage: %w", err)
 	}
-	owner := t.ledger(ctx)
+	view, err := t.ledgerView(ctx, list, leaves)
+	if err != nil {
+		return nil, nil, err
+	}
 	l := &accountListing{Endpoint: t.iss.Endpoint, Account: t.iss.account, Storage: describeStorage(t.storage),
 		Certificates: []listedCertificate{}, PendingOrders: []listedOrder{}}
 	for _, c := range list.Certificates {
-		mark, note := markCertificate(c, list.Certificates, leaves, owner)
+		mark, note := markCertificate(c, list.Certificates, leaves, view.certificate(c))
 		l.Certificates = append(l.Certificates, listedCertificate{
 			ID: c.ID, Domains: c.Domains, AddTime: c.Added.Unix(), EndTime: c.Expires.Unix(), Mark: mark, Note: note,
 		})
 	}
 	for _, o := range list.PendingOrders {
-		l.PendingOrders = append(l.PendingOrders, listedOrder{ID: o.ID, Domains: o.Domains, Status: o.Status, Mark: markOrder(o, owner)})
+		l.PendingOrders = append(l.PendingOrders, listedOrder{ID: o.ID, Domains: o.Domains, Status: o.Status, Mark: markOrder(view.order(o))})
 	}
-	return l, nil
+	return l, view, nil
 }
 
 // markCertificate marks c. A certificate in storage is served, whoever made
-// it; of the others, only those the ledger proves ours get any other mark
-// than "not from this Caddy".
-func markCertificate(c api.CertificateInfo, all []api.CertificateInfo, leaves []leafInStorage, owner ledgerView) (mark, note string) {
-	names := sortedNames(c.Domains)
-	for _, leaf := range leaves {
-		if slices.Equal(leaf.names, names) && leaf.notAfter == c.Expires.Unix() {
-			return markServed, leaf.key
-		}
+// it (the note says where); of the others, only those the ledger proves
+// ours get any other mark than "not from this Caddy".
+func markCertificate(c api.CertificateInfo, all []api.CertificateInfo, leaves []leafInStorage, rec ownedRecord) (mark, note string) {
+	if key := servedAs(c, leaves); key != "" {
+		return markServed, key
 	}
-	rec := owner.certificate(c)
 	switch {
 	case !rec.ours:
 		return markForeign, ""
+	case rec.superseded:
+		for _, other := range all {
+			if servedAs(other, leaves) != "" && slices.Equal(normalNames(other.Domains), normalNames(c.Domains)) {
+				note = fmt.Sprintf("by %d", other.ID)
+			}
+		}
+		return markSuperseded, note
 	case rec.refused:
 		return markRefused, ""
-	}
-	for _, newer := range all {
-		if newer.ID != c.ID && newer.Expires.After(c.Expires) && slices.Equal(sortedNames(newer.Domains), names) {
-			return markSuperseded, fmt.Sprintf("by %d", newer.ID)
-		}
-	}
-	if rec.recent {
+	case rec.recent:
 		return markInProgress, ""
 	}
 	return markUnused, ""
 }
 
-func markOrder(o api.OrderInfo, owner ledgerView) string {
-	switch rec := owner.order(o); {
+// servedAs returns the storage key of the leaf c is, if any: same names,
+// and end_time equal to its NotAfter (finalize returns no crt_id to match).
+func servedAs(c api.CertificateInfo, leaves []leafInStorage) string {
+	names := normalNames(c.Domains)
+	for _, leaf := range leaves {
+		if slices.Equal(leaf.names, names) && leaf.notAfter == c.Expires.Unix() {
+			return leaf.key
+		}
+	}
+	return ""
+}
+
+func markOrder(rec ownedRecord) string {
+	switch {
 	case !rec.ours:
 		return markForeign
 	case rec.recent:
@@ -213,15 +226,6 @@ func markOrder(o api.OrderInfo, owner ledgerView) string {
 	default:
 		return markUnused
 	}
-}
-
-func sortedNames(names []string) []string {
-	out := make([]string, len(names))
-	for i, n := range names {
-		out[i] = strings.ToLower(strings.TrimSuffix(n, "."))
-	}
-	slices.Sort(out)
-	return slices.Compact(out)
 }
 
 // leafInStorage is a certificate this Caddy holds in storage for the issuer.
@@ -258,7 +262,7 @@ func leavesInStorage(ctx context.Context, storage certmagic.Storage, issuerKey s
 		if err != nil {
 			continue // not a certificate this tool can match; certmagic reports it
 		}
-		leaves = append(leaves, leafInStorage{key: key, names: sortedNames(leaf.DNSNames), notAfter: leaf.NotAfter.Unix()})
+		leaves = append(leaves, leafInStorage{key: key, names: normalNames(leaf.DNSNames), notAfter: leaf.NotAfter.Unix()})
 	}
 	return leaves, nil
 }

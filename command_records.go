@@ -2,10 +2,13 @@ package sslci
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 	"github.com/spf13/cobra"
@@ -175,12 +178,63 @@ func printRemovals(out io.Writer, all []removal, dryRun bool) {
 }
 
 // prune removes the account's records marked prunable: only what the
-// ledger proves this Caddy created, and never a certificate in storage.
+// ledger proves this Caddy created, never a certificate in storage. It
+// holds certmagic's issuance lock ("issue_cert_<name>", as the issuer's
+// own reconciliation does) of every name involved, and lists and marks
+// again under them, so that it never races an issuance of a running
+// Caddy on the same storage.
 func (t *target) prune(ctx context.Context, dryRun bool) ([]removal, error) {
-	l, err := t.listing(ctx)
+	l, _, err := t.listing(ctx)
 	if err != nil {
 		return nil, err
 	}
+	todo := prunables(l)
+	if dryRun || len(todo) == 0 {
+		return todo, nil
+	}
+	var names []string
+	for _, r := range todo {
+		names = append(names, normalNames(r.Domains)...)
+	}
+	slices.Sort(names)
+	for _, name := range slices.Compact(names) {
+		lockCtx, cancel := context.WithTimeout(ctx, lockWait)
+		err := t.storage.Lock(lockCtx, "issue_cert_"+name)
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("sslci: prune: an issuance for %s holds its lock in storage (%v); try again later", name, err)
+		}
+		defer t.storage.Unlock(context.WithoutCancel(ctx), "issue_cert_"+name) //nolint:errcheck // certmagic's storage logs it
+	}
+
+	l, view, err := t.listing(ctx)
+	if err != nil {
+		return nil, err
+	}
+	todo = prunables(l)
+	done := map[string]bool{}
+	for i := range todo {
+		r := &todo[i]
+		err := t.iss.client.Delete(ctx, r.Type, r.ID)
+		if err != nil && !errors.Is(err, api.ErrInvalidRequest) {
+			r.Error = err.Error()
+			continue
+		}
+		// A 400 is taken as "no such record", as the issuer's
+		// reconciliation does: gone already.
+		r.Done = true
+		done[objectKey(r.Type, r.ID)] = true
+	}
+	for _, key := range view.resolved(done) {
+		t.iss.drop(ctx, key)
+	}
+	return todo, nil
+}
+
+// lockWait bounds the wait for certmagic's lock of a name.
+const lockWait = 30 * time.Second
+
+func prunables(l *accountListing) []removal {
 	var todo []removal
 	for _, o := range l.PendingOrders {
 		if prunable(o.Mark) {
@@ -192,16 +246,5 @@ func (t *target) prune(ctx context.Context, dryRun bool) ([]removal, error) {
 			todo = append(todo, removal{Type: api.RecordCertificate, ID: c.ID, Domains: c.Domains, Mark: c.Mark})
 		}
 	}
-	if dryRun {
-		return todo, nil
-	}
-	for i := range todo {
-		r := &todo[i]
-		if err := t.iss.client.Delete(ctx, r.Type, r.ID); err != nil {
-			r.Error = err.Error()
-			continue
-		}
-		r.Done = true
-	}
-	return todo, nil
+	return todo
 }

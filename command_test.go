@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -267,31 +268,96 @@ func TestCommandCancelDelete(t *testing.T) {
 	}
 }
 
-// prune removes nothing it cannot prove this Caddy created: neither the
-// certificate Caddy serves, nor another client's certificate and order.
-func TestCommandPruneLeavesOthersAlone(t *testing.T) {
-	e := newEnv(t, sslcitest.Options{})
-	caddyfile := e.writeCaddyfile("", "prune.sslci.test")
+// A real Caddy renews a certificate (the first one made 89 days ago by
+// SSLCI's clock, so a day is left); list marks the replaced certificate
+// superseded by the one served; prune --dry-run removes nothing; prune
+// deletes exactly the superseded one, leaving the served certificate and
+// another client's certificate and order, with one list under the locks.
+func TestCommandPrune(t *testing.T) {
+	e := newEnv(t, sslcitest.Options{VerificationWindow: 400 * 24 * time.Hour})
+	name := "prune.sslci.test"
+	caddyfile := e.writeCaddyfile("", name)
+	e.sim.Advance(-89 * 24 * time.Hour)
 	e.startCaddy(adapt(t, mustRead(t, caddyfile)))
-	e.waitForCertificate("prune.sslci.test", nil, time.Minute)
+	first := e.waitForCertificate(name, nil, time.Minute)
+	if err := caddy.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	e.sim.Advance(89 * 24 * time.Hour)
+	e.startCaddy(adapt(t, mustRead(t, caddyfile)))
+	renewed := e.waitForCertificate(name, first.SerialNumber.Bytes(), time.Minute)
 	e.foreignCertificate("other.sslci.test")
 	client, _ := api.New(e.sim.URL(), e.sim.Token())
 	if _, err := client.RequestVerification(context.Background(), "pending.sslci.test", api.MethodHTTP); err != nil {
 		t.Fatal(err)
 	}
-	e.sim.ResetRequests()
-
-	out, err := e.runSSLCI("prune", "--config", caddyfile)
-	if err != nil || !strings.Contains(out, "nothing to prune") {
-		t.Errorf("prune: %v, output %q", err, out)
+	var firstID, renewedID int64
+	for _, c := range e.sim.Certificates(e.sim.Token()) {
+		if c.Domains[0] != name {
+			continue
+		}
+		switch c.EndTime.Unix() {
+		case first.NotAfter.Unix():
+			firstID = c.ID
+		case renewed.NotAfter.Unix():
+			renewedID = c.ID
+		}
 	}
-	if n := len(e.sim.Certificates(e.sim.Token())); n != 2 {
-		t.Errorf("%d certificates left, want 2", n)
+
+	out, err := e.runSSLCI("list", "--config", caddyfile, "--json")
+	var got listOutput
+	if err != nil || json.Unmarshal([]byte(out), &got) != nil {
+		t.Fatalf("list: %v\n%s", err, out)
+	}
+	marks := map[int64]string{}
+	for _, c := range got.Accounts[0].Certificates {
+		marks[c.ID] = c.Mark + " " + c.Note
+	}
+	if marks[firstID] != fmt.Sprintf("superseded by %d", renewedID) || !strings.HasPrefix(marks[renewedID], "served ") || len(marks) != 3 {
+		t.Errorf("marks = %v, want %d superseded by %d, served", marks, firstID, renewedID)
+	}
+	out, _ = e.runSSLCI("list", "--config", caddyfile)
+	t.Logf("caddy sslci list:\n%s", out)
+
+	out, err = e.runSSLCI("prune", "--config", caddyfile, "--dry-run")
+	if err != nil || !strings.Contains(out, fmt.Sprintf("would remove certificate %d (%s): superseded", firstID, name)) {
+		t.Errorf("prune --dry-run: %v\n%s", err, out)
+	}
+	if n := len(e.sim.Certificates(e.sim.Token())); n != 3 {
+		t.Errorf("--dry-run left %d certificates, want 3", n)
+	}
+
+	e.sim.ResetRequests()
+	out, err = e.runSSLCI("prune", "--config", caddyfile, "--json")
+	var pruned struct {
+		Removed []removalOutput `json:"removed"`
+	}
+	if err != nil || json.Unmarshal([]byte(out), &pruned) != nil {
+		t.Fatalf("prune: %v\n%s", err, out)
+	}
+	if len(pruned.Removed) != 1 || pruned.Removed[0].ID != firstID || pruned.Removed[0].Type != "ssl" || !pruned.Removed[0].Done {
+		t.Errorf("prune removed %+v, want certificate %d", pruned.Removed, firstID)
+	}
+	var left []int64
+	for _, c := range e.sim.Certificates(e.sim.Token()) {
+		left = append(left, c.ID)
+	}
+	if len(left) != 2 || slices.Contains(left, firstID) || !slices.Contains(left, renewedID) {
+		t.Errorf("certificates left %v, want all but %d", left, firstID)
 	}
 	if n := len(e.sim.PendingOrders(e.sim.Token())); n != 1 {
-		t.Errorf("%d orders left, want 1", n)
+		t.Errorf("%d orders left, want another client's one", n)
 	}
-	e.wantCounts(map[sslcitest.Op]int{sslcitest.OpList: 1})
+	e.wantCounts(map[sslcitest.Op]int{sslcitest.OpList: 2, sslcitest.OpDelete: 1})
+	if _, err := e.handshake(name); err != nil {
+		t.Errorf("Caddy no longer serves %s: %v", name, err)
+	}
+}
+
+type removalOutput struct {
+	Type string `json:"type"`
+	ID   int64  `json:"id"`
+	Done bool   `json:"done"`
 }
 
 type checkOutput struct {

@@ -1,0 +1,79 @@
+package sslci
+
+import (
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/sslci/caddy-sslci/api"
+)
+
+// The marks of `caddy sslci list`, case by case, from the issuer's own
+// ownership rule over a list, the ledger's records and the leaves in
+// storage; and the records a removal resolves.
+func TestCommandMarks(t *testing.T) {
+	now := time.Now().Truncate(time.Second)
+	old, recent := now.Add(-time.Hour), now.Add(-time.Minute)
+	end := now.Add(90 * 24 * time.Hour)
+	earlier := end.Add(-30 * 24 * time.Hour)
+	cert := func(id int64, name string, expires time.Time) api.CertificateInfo {
+		return api.CertificateInfo{ID: id, Domains: []string{name}, Added: old, Expires: expires}
+	}
+	list := &api.List{
+		Certificates: []api.CertificateInfo{
+			cert(1, "a.test", earlier),            // stored once, replaced by 2
+			cert(2, "a.test", end),                // in storage
+			cert(3, "b.test", end),                // refused by the checks
+			cert(4, "c.test", end),                // obtained, never stored
+			cert(5, "d.test", end),                // obtained a minute ago
+			cert(6, "e.test", end),                // another client's
+			cert(7, "a.test", end.Add(time.Hour)), // another client's, same names
+		},
+		PendingOrders: []api.OrderInfo{
+			{ID: 1001, Domains: []string{"a.test"}, Status: "pending"}, // ours, left behind
+			{ID: 1002, Domains: []string{"b.test"}, Status: "pending"}, // ours, a minute ago
+			{ID: 1003, Domains: []string{"f.test"}, Status: "pending"}, // another client's
+		},
+	}
+	orders := []orderRecord{
+		{Domain: "a.test", SentAt: old, State: statePending, OrderID: 1001, key: "o1"},
+		{Domain: "b.test", SentAt: recent, State: statePending, OrderID: 1002, key: "o2"},
+	}
+	certs := []certRecord{
+		{Names: []string{"a.test"}, SentAt: old, State: stateStored, NotAfter: earlier, key: "c1"},
+		{Names: []string{"a.test"}, SentAt: old, State: stateObtained, NotAfter: end, key: "c2"},
+		{Names: []string{"b.test"}, SentAt: old, State: stateRefused, NotAfter: end, key: "c3"},
+		{Names: []string{"c.test"}, SentAt: old, State: stateObtained, NotAfter: end, key: "c4"},
+		{Names: []string{"d.test"}, SentAt: recent, State: stateObtained, NotAfter: end, key: "c5"},
+	}
+	leaves := []leafInStorage{{key: "certificates/x/a.test/a.test.crt", names: []string{"a.test"}, notAfter: end.Unix()}}
+	v := newLedgerView(list, orders, certs, leaves, now)
+
+	wantCerts := map[int64][2]string{
+		1: {markSuperseded, "by 2"}, // the one served
+		2: {markServed, "certificates/x/a.test/a.test.crt"},
+		3: {markRefused, ""},
+		4: {markUnused, ""},
+		5: {markInProgress, ""},
+		6: {markForeign, ""},
+		7: {markForeign, ""},
+	}
+	for _, c := range list.Certificates {
+		mark, note := markCertificate(c, list.Certificates, leaves, v.certificate(c))
+		if got := [2]string{mark, note}; got != wantCerts[c.ID] {
+			t.Errorf("certificate %d: %q, want %q", c.ID, got, wantCerts[c.ID])
+		}
+	}
+	wantOrders := map[int64]string{1001: markUnused, 1002: markInProgress, 1003: markForeign}
+	for _, o := range list.PendingOrders {
+		if got := markOrder(v.order(o)); got != wantOrders[o.ID] {
+			t.Errorf("order %d: %q, want %q", o.ID, got, wantOrders[o.ID])
+		}
+	}
+
+	got := v.resolved(map[string]bool{objectKey(api.RecordCertificate, 3): true, objectKey(api.RecordOrder, 1001): true, objectKey(api.RecordCertificate, 1): true})
+	slices.Sort(got)
+	if want := []string{"c3", "o1"}; !slices.Equal(got, want) {
+		t.Errorf("records resolved = %v, want %v", got, want)
+	}
+}
