@@ -140,31 +140,27 @@ func printChecks(out io.Writer, results []checkResult) {
 }
 
 // checkHTTP stores a probe challenge as the issuer stores SSLCI's, fetches
-// it as SSLCI would, and removes it. It holds certmagic's issuance lock for
-// the name meanwhile, so that it never replaces the challenge of an
-// issuance in progress (the challenge's key is per name).
+// it as SSLCI would, and removes it. The challenge's storage key is per
+// name, and certmagic holds its issuance lock through all its retries (for
+// days, when issuance keeps failing: just when a check is wanted), so the
+// check takes no lock: it never replaces a challenge in storage, and
+// removes only its own probe.
 func (t *target) checkHTTP(ctx context.Context, r *checkResult, via string, timeout time.Duration) {
-	lockKey := "issue_cert_" + r.Name // certmagic's Config.lockKey(certIssueLockOp, name)
-	lockCtx, cancel := context.WithTimeout(ctx, lockWait)
-	defer cancel()
-	if err := t.storage.Lock(lockCtx, lockKey); err != nil {
-		r.Result, r.Error = "not checked", fmt.Sprintf("an issuance for %s holds its lock in storage (%v); try again later", r.Name, err)
+	key := t.iss.challengeKey(r.Name)
+	if t.storage.Exists(ctx, key) {
+		r.Result, r.Error = "not checked", "a verification of this name is in progress (its challenge is in storage); try again in a minute"
 		return
 	}
-	defer func() {
-		if err := t.storage.Unlock(context.WithoutCancel(ctx), lockKey); err != nil {
-			r.Error = strings.TrimPrefix(r.Error+"; ", "; ") + "releasing the lock: " + err.Error()
-		}
-	}()
-
 	token, secret := randomText(), randomText()
 	v := &api.Verification{Domain: r.Name, Method: api.MethodHTTP, Token: token, Content: token + "." + secret, FilePath: challengeBasePath + token}
-	key, err := t.iss.storeChallenge(ctx, t.storage, v)
-	if err != nil {
+	if _, err := t.iss.storeChallenge(ctx, t.storage, v); err != nil {
 		r.Result, r.Error = "not checked", err.Error()
 		return
 	}
 	defer func() {
+		if !t.probeInStorage(ctx, r.Name, token) {
+			return // an issuance's challenge replaced it: leave that alone
+		}
 		if err := t.storage.Delete(context.WithoutCancel(ctx), key); err != nil {
 			r.OK, r.Error = false, "removing the probe from storage: "+err.Error()
 		}
@@ -180,6 +176,16 @@ func (t *target) checkHTTP(ctx context.Context, r *checkResult, via string, time
 	r.Address = net.JoinHostPort(host, port)
 	r.URL = "http://" + r.Name + v.FilePath
 	fetch(ctx, r, timeout, v.Content)
+	if !t.probeInStorage(ctx, r.Name, token) {
+		r.OK, r.Result, r.Error = false, "not checked", "an issuance of this name stored its challenge meanwhile; try again in a minute"
+	}
+}
+
+// probeInStorage says whether the challenge in storage for the name is
+// still the probe with token.
+func (t *target) probeInStorage(ctx context.Context, name, token string) bool {
+	chal, err := t.iss.loadChallenge(context.WithoutCancel(ctx), name) // the issuer's storage is t.storage
+	return err == nil && chal.Token == token
 }
 
 // fetch GETs r.URL from r.Address, as SSLCI's check does (no redirect

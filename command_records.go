@@ -71,6 +71,7 @@ type removal struct {
 	Mark    string   `json:"mark,omitempty"`
 	Done    bool     `json:"done"`
 	Error   string   `json:"error,omitempty"`
+	Skipped string   `json:"skipped,omitempty"` // why it was left alone
 }
 
 func (r removal) describe() string {
@@ -168,10 +169,12 @@ func printRemovals(out io.Writer, all []removal, dryRun bool) {
 			verb = "would remove"
 		case r.Error != "":
 			verb = "FAILED to remove"
+		case r.Skipped != "":
+			verb = "left alone"
 		}
 		line := fmt.Sprintf("%s %s: %s", verb, r.describe(), markText[r.Mark])
-		if r.Error != "" {
-			line += ": " + r.Error
+		if r.Error != "" || r.Skipped != "" {
+			line += ": " + r.Error + r.Skipped
 		}
 		fmt.Fprintln(out, line)
 	}
@@ -182,7 +185,8 @@ func printRemovals(out io.Writer, all []removal, dryRun bool) {
 // holds certmagic's issuance lock ("issue_cert_<name>", as the issuer's
 // own reconciliation does) of every name involved, and lists and marks
 // again under them, so that it never races an issuance of a running
-// Caddy on the same storage.
+// Caddy on the same storage. certmagic holds a name's lock through all
+// its retries: what involves a name whose lock stays held is left alone.
 func (t *target) prune(ctx context.Context, dryRun bool) ([]removal, error) {
 	l, _, err := t.listing(ctx)
 	if err != nil {
@@ -197,12 +201,14 @@ func (t *target) prune(ctx context.Context, dryRun bool) ([]removal, error) {
 		names = append(names, normalNames(r.Domains)...)
 	}
 	slices.Sort(names)
+	busy := map[string]bool{}
 	for _, name := range slices.Compact(names) {
 		lockCtx, cancel := context.WithTimeout(ctx, lockWait)
 		err := t.storage.Lock(lockCtx, "issue_cert_"+name)
 		cancel()
 		if err != nil {
-			return nil, fmt.Errorf("sslci: prune: an issuance for %s holds its lock in storage (%v); try again later", name, err)
+			busy[name] = true
+			continue
 		}
 		defer t.storage.Unlock(context.WithoutCancel(ctx), "issue_cert_"+name) //nolint:errcheck // certmagic's storage logs it
 	}
@@ -215,6 +221,10 @@ func (t *target) prune(ctx context.Context, dryRun bool) ([]removal, error) {
 	done := map[string]bool{}
 	for i := range todo {
 		r := &todo[i]
+		if j := slices.IndexFunc(r.Domains, func(d string) bool { return busy[strings.ToLower(strings.TrimSuffix(d, "."))] }); j >= 0 {
+			r.Skipped = "an issuance of " + r.Domains[j] + " holds its lock"
+			continue
+		}
 		err := t.iss.client.Delete(ctx, r.Type, r.ID)
 		if err != nil && !errors.Is(err, api.ErrInvalidRequest) {
 			r.Error = err.Error()
@@ -232,7 +242,7 @@ func (t *target) prune(ctx context.Context, dryRun bool) ([]removal, error) {
 }
 
 // lockWait bounds the wait for certmagic's lock of a name.
-const lockWait = 30 * time.Second
+const lockWait = 10 * time.Second
 
 func prunables(l *accountListing) []removal {
 	var todo []removal

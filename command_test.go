@@ -16,6 +16,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
+	"github.com/caddyserver/certmagic"
 	"github.com/spf13/cobra"
 
 	"github.com/sslci/caddy-sslci/api"
@@ -327,6 +328,21 @@ func TestCommandPrune(t *testing.T) {
 		t.Errorf("--dry-run left %d certificates, want 3", n)
 	}
 
+	// An issuance of the name holds its lock (certmagic holds it through
+	// its retries): prune waits a while, then leaves the name alone.
+	fs := &certmagic.FileStorage{Path: e.storageDir}
+	if err := fs.Lock(context.Background(), "issue_cert_"+name); err != nil {
+		t.Fatal(err)
+	}
+	out, err = e.runSSLCI("prune", "--config", caddyfile)
+	fs.Unlock(context.Background(), "issue_cert_"+name)
+	if err != nil || !strings.Contains(out, fmt.Sprintf("left alone certificate %d (%s): superseded: an issuance of %s holds its lock", firstID, name, name)) {
+		t.Errorf("prune with the name locked: %v\n%s", err, out)
+	}
+	if n := len(e.sim.Certificates(e.sim.Token())); n != 3 {
+		t.Errorf("prune with the name locked left %d certificates, want 3", n)
+	}
+
 	e.sim.ResetRequests()
 	out, err = e.runSSLCI("prune", "--config", caddyfile, "--json")
 	var pruned struct {
@@ -407,6 +423,35 @@ func TestCommandCheckHTTP(t *testing.T) {
 		t.Errorf("check: %v\n%s", err, out)
 	}
 	e.checkNothingLeft(t)
+
+	// certmagic holds a name's lock through all its retries: the check
+	// takes none, and works while it is held.
+	fs := &certmagic.FileStorage{Path: e.storageDir}
+	ctx := context.Background()
+	if err := fs.Lock(ctx, "issue_cert_"+name); err != nil {
+		t.Fatal(err)
+	}
+	out, err = e.runSSLCI(append(args, "--json")...)
+	if c := parseChecks(t, out).Checks[0]; err != nil || !c.OK {
+		t.Errorf("check while certmagic holds the lock: %v, %+v", err, c)
+	}
+	fs.Unlock(ctx, "issue_cert_"+name)
+
+	// A challenge in storage is a verification in progress: the check
+	// leaves it as it is.
+	chalKey := "acme/" + certmagic.StorageKeys.Safe(e.issuerKey()) + "/challenge_tokens/" + name + ".json"
+	inFlight := []byte(`{"type":"http-01","token":"real","keyAuthorization":"real.thumbprint"}`)
+	if err := fs.Store(ctx, chalKey, inFlight); err != nil {
+		t.Fatal(err)
+	}
+	out, err = e.runSSLCI(append(args, "--json")...)
+	if c := parseChecks(t, out).Checks[0]; err == nil || c.OK || !strings.Contains(out, "a verification of this name is in progress") {
+		t.Errorf("check during a verification: %v\n%s", err, out)
+	}
+	if data, err := fs.Load(ctx, chalKey); err != nil || !bytes.Equal(data, inFlight) {
+		t.Errorf("the challenge in storage was changed: %q, %v", data, err)
+	}
+	fs.Delete(ctx, chalKey)
 
 	if err := caddy.Stop(); err != nil {
 		t.Fatal(err)
