@@ -19,6 +19,7 @@ import (
 //	    verification_timeout <duration>
 //	    max_concurrent_requests <n>
 //	    require_csr_key
+//	    delete_replaced
 //	    trusted_roots        <pem_files...>
 //	    listen_host          <host>
 //	    alt_http_port        <port>
@@ -94,6 +95,11 @@ func (iss *Issuer) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 			iss.RequireCSRKey = true
+		case "delete_replaced":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			iss.DeleteReplaced = true
 		case "trusted_roots":
 			if iss.TrustedRootsPEMFiles = d.RemainingArgs(); len(iss.TrustedRootsPEMFiles) == 0 {
 				return d.ArgErr()

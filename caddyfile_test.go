@@ -79,6 +79,7 @@ func TestCaddyfileErrors(t *testing.T) {
 		{"unknown dns provider", "issuer sslci T {\n\t\t\tdns nosuchprovider\n\t\t}", []string{"dns.providers.nosuchprovider"}},
 		{"dns provider missing arguments", "issuer sslci T {\n\t\t\tdns testdns\n\t\t}", []string{"missing server address", "Caddyfile:4"}},
 		{"trusted_roots without files", "issuer sslci T {\n\t\t\ttrusted_roots\n\t\t}", []string{"wrong argument count", "Caddyfile:4"}},
+		{"delete_replaced with an argument", "issuer sslci T {\n\t\t\tdelete_replaced yes\n\t\t}", []string{"wrong argument count", "Caddyfile:4"}},
 		{"resolvers without servers", "issuer sslci T {\n\t\t\tresolvers\n\t\t}", []string{"wrong argument count", "Caddyfile:4"}},
 	}
 	for _, tc := range cases {

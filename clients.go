@@ -99,7 +99,8 @@ func (iss *Issuer) loadClient(ctx caddy.Context) error {
 
 // Cleanup lets go of the issuer's API client.
 func (iss *Issuer) Cleanup() error {
-	iss.stopSweep() // reconcile.go
+	iss.stopSweep()    // reconcile.go
+	iss.stopReplaced() // replaced.go
 	if iss.clientKey == "" {
 		return nil
 	}

@@ -28,6 +28,10 @@ type target struct {
 	// storageID says which storage it is, to tell accounts apart.
 	storageID string
 	httpPort  int // the port SSLCI's HTTP check arrives on
+	// leafKey, when set, is the one certificate in storage a listing
+	// matches SSLCI's with (a renewal's: replaced.go); else every one of
+	// the issuer's.
+	leafKey string
 }
 
 // account says which SSLCI account, at which endpoint, with which storage:

@@ -158,7 +158,12 @@ func (t *target) listing(ctx context.Context) (*accountListing, *ledgerView, err
 	if err != nil {
 		return nil, nil, fmt.Errorf("sslci: listing the account at %s: %w", t.iss.Endpoint, err)
 	}
-	leaves, err := leavesInStorage(ctx, t.storage, t.iss.IssuerKey())
+	var leaves []leafInStorage
+	if t.leafKey != "" {
+		leaves, err = readLeaf(ctx, t.storage, t.leafKey)
+	} else {
+		leaves, err = leavesInStorage(ctx, t.storage, t.iss.IssuerKey())
+	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("sslci: reading the certificates in storage: %w", err)
 	}
@@ -250,19 +255,28 @@ func leavesInStorage(ctx context.Context, storage certmagic.Storage, issuerKey s
 		if !strings.HasSuffix(key, ".crt") {
 			continue
 		}
-		data, err := storage.Load(ctx, key)
+		leaf, err := readLeaf(ctx, storage, key)
 		if err != nil {
 			return nil, err
 		}
-		block, _ := pem.Decode(data)
-		if block == nil {
-			continue
-		}
-		leaf, err := x509.ParseCertificate(block.Bytes)
-		if err != nil {
-			continue // not a certificate this tool can match; certmagic reports it
-		}
-		leaves = append(leaves, leafInStorage{key: key, names: normalNames(leaf.DNSNames), notAfter: leaf.NotAfter.Unix()})
+		leaves = append(leaves, leaf...)
 	}
 	return leaves, nil
+}
+
+// readLeaf reads the certificate stored at key: none if it does not parse.
+func readLeaf(ctx context.Context, storage certmagic.Storage, key string) ([]leafInStorage, error) {
+	data, err := storage.Load(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	block, _ := pem.Decode(data)
+	if block == nil {
+		return nil, nil
+	}
+	leaf, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		return nil, nil // not a certificate this tool can match; certmagic reports it
+	}
+	return []leafInStorage{{key: key, names: normalNames(leaf.DNSNames), notAfter: leaf.NotAfter.Unix()}}, nil
 }

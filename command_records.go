@@ -181,12 +181,7 @@ func printRemovals(out io.Writer, all []removal, dryRun bool) {
 }
 
 // prune removes the account's records marked prunable: only what the
-// ledger proves this Caddy created, never a certificate in storage. It
-// holds certmagic's issuance lock ("issue_cert_<name>", as the issuer's
-// own reconciliation does) of every name involved, and lists and marks
-// again under them, so that it never races an issuance of a running
-// Caddy on the same storage. certmagic holds a name's lock through all
-// its retries: what involves a name whose lock stays held is left alone.
+// ledger proves this Caddy created, never a certificate in storage.
 func (t *target) prune(ctx context.Context, dryRun bool) ([]removal, error) {
 	l, _, err := t.listing(ctx)
 	if err != nil {
@@ -200,6 +195,18 @@ func (t *target) prune(ctx context.Context, dryRun bool) ([]removal, error) {
 	for _, r := range todo {
 		names = append(names, normalNames(r.Domains)...)
 	}
+	return t.removeUnderLocks(ctx, names, prunables)
+}
+
+// removeUnderLocks removes the records pick chooses from a listing made
+// under certmagic's issuance lock ("issue_cert_<name>", as the issuer's
+// own reconciliation takes it) of every name given, so that it never
+// races an issuance of a running Caddy on the same storage. certmagic
+// holds a name's lock through all its retries: what involves a name whose
+// lock stays held is left alone. Used by prune and by delete_replaced
+// (replaced.go).
+func (t *target) removeUnderLocks(ctx context.Context, names []string, pick func(*accountListing) []removal) ([]removal, error) {
+	names = slices.Clone(names)
 	slices.Sort(names)
 	busy := map[string]bool{}
 	for _, name := range slices.Compact(names) {
@@ -217,7 +224,7 @@ func (t *target) prune(ctx context.Context, dryRun bool) ([]removal, error) {
 	if err != nil {
 		return nil, err
 	}
-	todo = prunables(l)
+	todo := pick(l)
 	done := map[string]bool{}
 	for i := range todo {
 		r := &todo[i]

@@ -90,6 +90,15 @@ type Issuer struct {
 	// test simulator. Placeholders are replaced when the config is loaded.
 	TrustedRootsPEMFiles []string `json:"trusted_roots_pem_files,omitempty"`
 
+	// Delete at SSLCI the certificate a renewal replaced, once the renewed
+	// one is stored: what `caddy sslci prune` does for superseded
+	// certificates, done for the renewed names right away, in the
+	// background. It costs one more list request per renewal, and one
+	// delete request per certificate deleted. Only certificates this Caddy
+	// can prove it made (from its records in storage) are deleted, never
+	// the one it serves. Default: off (they stay at SSLCI until pruned).
+	DeleteReplaced bool `json:"delete_replaced,omitempty"`
+
 	client    *api.Client
 	clientKey string // the client's key in clients, set by Provision
 	// clientMetrics is the shared client's metrics slot: the issuer
@@ -112,6 +121,8 @@ type Issuer struct {
 	keys serverKeys
 
 	ledger ledger // what this Caddy created at SSLCI: ledger.go
+
+	replaced replacedDeletions // delete_replaced: replaced.go
 }
 
 // CaddyModule returns the Caddy module information.
@@ -246,6 +257,7 @@ func (iss *Issuer) SetConfig(cfg *certmagic.Config) {
 	if iss.acme != nil {
 		iss.acme.SetConfig(cfg)
 	}
+	iss.watchRenewals(cfg) // delete_replaced: replaced.go
 	iss.guardKeys(cfg)
 }
 

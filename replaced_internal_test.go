@@ -1,0 +1,33 @@
+package sslci
+
+import (
+	"slices"
+	"testing"
+)
+
+// replacedBy picks only superseded certificates with exactly the renewed
+// names, and none alike to the second to another listed certificate
+// (classify marks every certificate matching a history record superseded:
+// one made by another client in the same second is among them).
+func TestReplacedBy(t *testing.T) {
+	cert := func(id int64, end int64, mark string, names ...string) listedCertificate {
+		return listedCertificate{ID: id, Domains: names, EndTime: end, Mark: mark}
+	}
+	l := &accountListing{Certificates: []listedCertificate{
+		cert(1, 100, markSuperseded, "a.test"),
+		cert(2, 200, markSuperseded, "A.test."), // spelled otherwise
+		cert(3, 300, markSuperseded, "a.test"),  // alike to 4
+		cert(4, 300, markForeign, "a.test"),
+		cert(5, 400, markSuperseded, "a.test", "b.test"),
+		cert(6, 500, markServed, "a.test"),
+		cert(7, 600, markRefused, "a.test"),
+		cert(8, 700, markSuperseded, "b.test"),
+	}, PendingOrders: []listedOrder{{ID: 9, Domains: []string{"a.test"}, Mark: markUnused}}}
+	var got []int64
+	for _, r := range replacedBy(l, []string{"a.test"}) {
+		got = append(got, r.ID)
+	}
+	if !slices.Equal(got, []int64{1, 2}) {
+		t.Errorf("replacedBy picked %v, want [1 2]", got)
+	}
+}
