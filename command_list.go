@@ -4,10 +4,8 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/pem"
-	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"slices"
 	"strconv"
 	"strings"
@@ -243,10 +241,7 @@ type leafInStorage struct {
 // leavesInStorage reads every certificate certmagic stored for issuerKey
 // (certificates/<issuer key>/<name>/<name>.crt).
 func leavesInStorage(ctx context.Context, storage certmagic.Storage, issuerKey string) ([]leafInStorage, error) {
-	keys, err := storage.List(ctx, certmagic.StorageKeys.CertsPrefix(issuerKey), true)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
-	}
+	keys, err := listTree(ctx, storage, certmagic.StorageKeys.CertsPrefix(issuerKey))
 	if err != nil {
 		return nil, err
 	}

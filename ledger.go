@@ -203,17 +203,18 @@ func (iss *Issuer) isLive(key string) bool {
 func (iss *Issuer) ledgerRecords(ctx context.Context) (orders []orderRecord, certs []certRecord, err error) {
 	storage := iss.getStorage()
 	prefix := iss.ledgerPrefix()
-	keys, err := storage.List(ctx, prefix, true)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil, nil
-	}
-	if err != nil {
-		return nil, nil, fmt.Errorf("listing the ledger: %w", err)
+	var keys []string
+	for _, kind := range []string{"orders", "certificates"} {
+		found, err := listTree(ctx, storage, path.Join(prefix, kind)) // never empty for a listing cut short
+		if err != nil {
+			return nil, nil, fmt.Errorf("listing the ledger: %w", err)
+		}
+		keys = append(keys, found...)
 	}
 	slices.Sort(keys)
 	for _, key := range keys {
 		kind := strings.SplitN(strings.TrimPrefix(key, prefix+"/"), "/", 2)[0]
-		if !strings.HasSuffix(key, ".json") || (kind != "orders" && kind != "certificates") {
+		if !strings.HasSuffix(key, ".json") {
 			continue
 		}
 		data, err := storage.Load(ctx, key)

@@ -1,0 +1,75 @@
+package sslci
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"slices"
+	"strings"
+
+	"github.com/caddyserver/certmagic"
+)
+
+// listCutAttempts bounds the listings of one directory that concurrent
+// writes cut short, before giving up with an error.
+const listCutAttempts = 5
+
+// listTree lists the keys prefix/<dir>/<file> of a two-level tree (the
+// ledger's orders and certificates, certmagic's certificates) while other
+// issuances write and delete in it.
+//
+// certmagic's FileStorage walks the tree and fails the whole listing with
+// fs.ErrNotExist when any entry goes away meanwhile (a record deleted, the
+// temporary file of an atomic write renamed): that is not "nothing
+// there". Taken as empty, it made a reconciliation overlook the record of
+// a request whose answer was lost, and its order stayed pending at SSLCI.
+// So a listing cut short is done again directory by directory, each
+// retried while cut short: only a directory that does not exist is empty,
+// and a key that exists throughout the listing is always in it.
+func listTree(ctx context.Context, storage certmagic.Storage, prefix string) ([]string, error) {
+	keys, err := storage.List(ctx, prefix, true)
+	if errors.Is(err, fs.ErrNotExist) {
+		keys, err = listByDir(ctx, storage, prefix)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return slices.DeleteFunc(keys, func(key string) bool {
+		rel, ok := strings.CutPrefix(key, prefix+"/")
+		return !ok || strings.Count(rel, "/") != 1
+	}), nil
+}
+
+// listByDir lists the directories under prefix, then each of them.
+func listByDir(ctx context.Context, storage certmagic.Storage, prefix string) ([]string, error) {
+	dirs, err := listDir(ctx, storage, prefix)
+	if err != nil {
+		return nil, err
+	}
+	var keys []string
+	for _, dir := range dirs {
+		files, err := listDir(ctx, storage, dir)
+		if err != nil {
+			return nil, err
+		}
+		keys = append(keys, files...)
+	}
+	return keys, nil
+}
+
+// listDir lists one directory's entries, again while concurrent writes cut
+// the listing short.
+func listDir(ctx context.Context, storage certmagic.Storage, dir string) ([]string, error) {
+	for attempt := 1; ; attempt++ {
+		keys, err := storage.List(ctx, dir, false)
+		switch {
+		case !errors.Is(err, fs.ErrNotExist):
+			return keys, err
+		case !storage.Exists(ctx, dir):
+			return nil, nil
+		case attempt == listCutAttempts:
+			return nil, fmt.Errorf("listing %s: entries kept going away during the listing (%d attempts): %v", dir, attempt, err)
+		}
+	}
+}
