@@ -201,11 +201,30 @@ func (iss *Issuer) isLive(key string) bool {
 // ledgerRecords reads every record of this issuer and account. Records
 // that do not parse are skipped (and logged).
 func (iss *Issuer) ledgerRecords(ctx context.Context) (orders []orderRecord, certs []certRecord, err error) {
+	return iss.ledgerRecordsOf(ctx, nil)
+}
+
+// ledgerRecordsOf reads the records filed under names (a certificate's
+// under its first name), or every record when names is nil. An Issue reads
+// only its own names' folders: reading the whole ledger, which keeps a
+// record per stored certificate, made each of a thousand issuances at once
+// load a thousand records.
+func (iss *Issuer) ledgerRecordsOf(ctx context.Context, names []string) (orders []orderRecord, certs []certRecord, err error) {
 	storage := iss.getStorage()
 	prefix := iss.ledgerPrefix()
 	var keys []string
 	for _, kind := range []string{"orders", "certificates"} {
-		found, err := listTree(ctx, storage, path.Join(prefix, kind)) // never empty for a listing cut short
+		var found []string
+		if names == nil {
+			found, err = listTree(ctx, storage, path.Join(prefix, kind)) // never empty for a listing cut short
+		}
+		for _, name := range names {
+			var files []string
+			if files, err = listDir(ctx, storage, path.Join(prefix, kind, certmagic.StorageKeys.Safe(name))); err != nil {
+				break
+			}
+			found = append(found, files...)
+		}
 		if err != nil {
 			return nil, nil, fmt.Errorf("listing the ledger: %w", err)
 		}

@@ -39,6 +39,7 @@ func (iss *Issuer) storedLeaves(ctx context.Context, sets [][]string) []storedLe
 
 // scope selects the records a reconciliation is about.
 type scope struct {
+	names []string // the ledger folders to read; nil: all
 	order func(orderRecord) bool
 	cert  func(certRecord) bool
 }
@@ -48,6 +49,7 @@ type scope struct {
 func forNames(names []string) scope {
 	in := func(n string) bool { return slices.Contains(names, n) }
 	return scope{
+		names: names,
 		order: func(r orderRecord) bool { return in(r.Domain) },
 		cert:  func(r certRecord) bool { return slices.ContainsFunc(r.Names, in) },
 	}
@@ -105,7 +107,7 @@ func (iss *Issuer) reconcile(ctx context.Context, sc scope, resume []string) (ma
 // what needs none: history records of expired certificates are dropped,
 // and obtained certificates seen in storage marked stored.
 func (iss *Issuer) inScope(ctx context.Context, sc scope) ([]orderRecord, []certRecord, error) {
-	allOrders, allCerts, err := iss.ledgerRecords(ctx)
+	allOrders, allCerts, err := iss.ledgerRecordsOf(ctx, sc.names)
 	if err != nil {
 		return nil, nil, err
 	}
