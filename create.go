@@ -104,7 +104,7 @@ func (r *issuance) request(ctx context.Context, name string) (*orderRecord, erro
 	if err := r.retry(ctx, func() error { return iss.ensureFloor(ctx) }); err != nil {
 		return nil, err
 	}
-	onlyName := scope{order: func(o orderRecord) bool { return o.Domain == name }}
+	onlyName := scope{names: []string{name}, order: func(o orderRecord) bool { return o.Domain == name }}
 	var rec *orderRecord
 	lost := false
 	err := r.retry(ctx, func() error {
@@ -122,12 +122,7 @@ func (r *issuance) request(ctx context.Context, name string) (*orderRecord, erro
 		defer iss.setLive(rec.key, false)
 		v, err := iss.client.RequestVerification(ctx, name, iss.Method)
 		if err != nil {
-			if declined(err) {
-				iss.drop(ctx, rec.key)
-			} else {
-				lost = true
-				r.setUnsettled()
-			}
+			lost = r.sendFailed(ctx, rec.key, err)
 			return err
 		}
 		iss.seen(v.OrderID, 0)
@@ -168,12 +163,7 @@ func (r *issuance) finalize(ctx context.Context, names []string, csrPEM []byte) 
 		c, err := iss.client.Finalize(ctx, names, csrPEM)
 		if err != nil {
 			iss.setLive(rec.key, false)
-			if declined(err) {
-				iss.drop(ctx, rec.key)
-			} else {
-				lost = true
-				r.setUnsettled()
-			}
+			lost = r.sendFailed(ctx, rec.key, err)
 			return err
 		}
 		rec.AnsweredAt = time.Now().UTC()
@@ -186,10 +176,22 @@ func (r *issuance) finalize(ctx context.Context, names []string, csrPEM []byte) 
 	return cert, err
 }
 
+// sendFailed settles the record of a request that failed with err: SSLCI
+// declined it, so nothing was made and the record goes; or its answer may
+// be lost after SSLCI acted (reported true), to be reconciled.
+func (r *issuance) sendFailed(ctx context.Context, key string, err error) (lost bool) {
+	if declined(err) {
+		r.iss.drop(ctx, key)
+		return false
+	}
+	r.setUnsettled()
+	return true
+}
+
 // sameSet is the certificate records for exactly this call's names.
 func (r *issuance) sameSet() scope {
 	set := slices.Sorted(slices.Values(r.names))
-	return scope{cert: func(c certRecord) bool { return slices.Equal(c.Names, set) }}
+	return scope{names: set[:1], cert: func(c certRecord) bool { return slices.Equal(c.Names, set) }}
 }
 
 // obtained records that the certificate answered was returned to certmagic.
