@@ -188,21 +188,12 @@ func (s *httpSolver) checkPortHolder(ctx context.Context, v *api.Verification) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+net.JoinHostPort(host, strconv.Itoa(port))+v.FilePath, nil)
-	if err != nil {
-		return
-	}
-	req.Host = v.Domain
-	client := &http.Client{Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true},
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	resp, err := client.Do(req)
+	resp, body, err := getChallenge(ctx, net.JoinHostPort(host, strconv.Itoa(port)), "http://"+v.Domain+v.FilePath)
 	if err != nil {
 		iss.logger.Debug("could not ask what holds the HTTP port", zap.Int("port", port), zap.Error(err))
 		return
 	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
-	if resp.StatusCode == http.StatusOK && strings.TrimSpace(string(body)) == v.Content {
+	if isKeyAuthorization(resp, body, v.Content) {
 		s.mu.Lock()
 		s.answeredAt = time.Now()
 		s.mu.Unlock()
@@ -240,4 +231,35 @@ func (iss *Issuer) serveChallenge(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	http.NotFound(w, r)
+}
+
+// getChallenge fetches rawURL as SSLCI's check would (its host in the Host
+// header, no redirect followed, no connection kept), connecting to addr.
+// The body is capped; the response's body is closed.
+func getChallenge(ctx context.Context, addr, rawURL string) (*http.Response, []byte, error) {
+	tr := &http.Transport{
+		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, network, addr)
+		},
+		DisableKeepAlives: true,
+	}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, rawURL, nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	return resp, body, nil
+}
+
+// isKeyAuthorization says whether a challenge fetch got keyAuth back, as
+// SSLCI needs.
+func isKeyAuthorization(resp *http.Response, body []byte, keyAuth string) bool {
+	return resp.StatusCode == http.StatusOK && strings.TrimSpace(string(body)) == keyAuth
 }

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
@@ -193,20 +192,7 @@ func (t *target) probeInStorage(ctx context.Context, name, token string) bool {
 func fetch(ctx context.Context, r *checkResult, timeout time.Duration, keyAuth string) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	tr := &http.Transport{
-		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
-			return (&net.Dialer{}).DialContext(ctx, network, r.Address)
-		},
-		DisableKeepAlives: true,
-	}
-	defer tr.CloseIdleConnections()
-	client := &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, r.URL, nil)
-	if err != nil {
-		r.Result, r.Error = "not checked", err.Error()
-		return
-	}
-	resp, err := client.Do(req)
+	resp, body, err := getChallenge(ctx, r.Address, r.URL)
 	if err != nil {
 		if ue, ok := errors.AsType[*url.Error](err); ok {
 			err = ue.Err // the URL is shown already
@@ -217,10 +203,8 @@ func fetch(ctx context.Context, r *checkResult, timeout time.Duration, keyAuth s
 		}
 		return
 	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 	r.Status, r.Server = resp.StatusCode, resp.Header.Get("Server")
-	if resp.StatusCode == http.StatusOK && strings.TrimSpace(string(body)) == keyAuth {
+	if isKeyAuthorization(resp, body, keyAuth) {
 		r.OK, r.Result = true, "reached this Caddy"
 		return
 	}
