@@ -164,18 +164,17 @@ func classify(list *api.List, orders []orderRecord, certs []certRecord, stored [
 		switch {
 		case len(ids) == 0 || (r.State == stateStored && !now.Before(r.NotAfter)):
 			o.groups = append(o.groups, group{keys: []string{r.key}}) // gone, or expired history
+		case len(ids) > 1:
+			// Several certificates alike to the second: which is ours is
+			// not known; all are left alone.
 		case r.State == stateStored:
-			for _, id := range ids {
-				if o.Certs[id] == ownerUnknown {
-					o.Certs[id] = ownerHistory
-				}
+			if o.Certs[ids[0]] == ownerUnknown {
+				o.Certs[ids[0]] = ownerHistory
 			}
-		case len(ids) == 1 && o.Certs[ids[0]] == ownerUnknown:
+		case o.Certs[ids[0]] == ownerUnknown:
 			o.Certs[ids[0]] = ownerUnstored
 			o.groups = append(o.groups, group{recordType: api.RecordCertificate, ids: ids, keys: []string{r.key}})
 		}
-		// Several certificates alike to the second: which is ours is not
-		// known; all are left alone.
 	}
 	for set, recs := range lostCerts {
 		if busy[set] {

@@ -70,3 +70,25 @@ func TestClassify(t *testing.T) {
 		t.Errorf("ambiguous = %v, want orders 23 and 24", o.ambiguous)
 	}
 }
+
+// A stored certificate's history record matches one listed certificate by
+// names and expiry: when another client made one alike to the second,
+// neither is marked superseded (prune and delete_replaced would delete it).
+func TestClassifyHistoryTwins(t *testing.T) {
+	notAfter := time.Now().Add(24 * time.Hour).Truncate(time.Second)
+	list := &api.List{Certificates: []api.CertificateInfo{
+		{ID: 1, Domains: []string{"a.test"}, Expires: notAfter},
+		{ID: 2, Domains: []string{"a.test"}, Expires: notAfter}, // another client's, same second
+		{ID: 3, Domains: []string{"b.test"}, Expires: notAfter},
+	}}
+	certs := []certRecord{
+		{Names: []string{"a.test"}, State: stateStored, NotAfter: notAfter, key: "a"},
+		{Names: []string{"b.test"}, State: stateStored, NotAfter: notAfter, key: "b"},
+	}
+	o := classify(list, nil, certs, nil, func(string) bool { return false }, time.Now())
+	for id, want := range map[int64]owner{1: ownerUnknown, 2: ownerUnknown, 3: ownerHistory} {
+		if got := o.Certs[id]; got != want {
+			t.Errorf("certificate %d: %s, want %s", id, got, want)
+		}
+	}
+}

@@ -123,7 +123,8 @@ func (iss *Issuer) deleteReplaced(ctx context.Context, identifier, certPath stri
 // replacedBy picks the certificates prune would delete as superseded that
 // have exactly the renewed names. One alike to the second (same names and
 // end_time) as another listed certificate is left alone: which one is ours
-// is not known.
+// is not known (classify already leaves such twins unmarked; this keeps
+// the deletion safe whatever marks the listing carries).
 func replacedBy(l *accountListing, names []string) []removal {
 	type twin struct {
 		names   string

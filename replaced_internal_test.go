@@ -7,8 +7,7 @@ import (
 
 // replacedBy picks only superseded certificates with exactly the renewed
 // names, and none alike to the second to another listed certificate
-// (classify marks every certificate matching a history record superseded:
-// one made by another client in the same second is among them).
+// (one made by another client in the same second), whatever its mark.
 func TestReplacedBy(t *testing.T) {
 	cert := func(id int64, end int64, mark string, names ...string) listedCertificate {
 		return listedCertificate{ID: id, Domains: names, EndTime: end, Mark: mark}
