@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"testing"
 
-	sslci "github.com/sslci/caddy-sslci"
 	"github.com/sslci/caddy-sslci/sslcitest"
 )
 
@@ -31,7 +30,7 @@ func BenchmarkIssue(b *testing.B) {
 			for i := range bc.names {
 				names = append(names, fmt.Sprintf("n%d.bench.test", i))
 			}
-			csr, _ := sslci.NewCSR(b, names...)
+			csr, _ := sslcitest.NewCSR(b, names...)
 			ctx := context.Background()
 			cert, err := iss.Issue(ctx, csr)
 			if err != nil {
@@ -62,7 +61,7 @@ func BenchmarkIssue(b *testing.B) {
 func BenchmarkIssueDNSWildcard(b *testing.B) {
 	e, dnsSrv := newDNSEnv(b, "bench.test")
 	iss := e.startIssuer(dnsFields(dnsSrv, "10s"))
-	csr, _ := sslci.NewCSR(b, "*.bench.test", "bench.test")
+	csr, _ := sslcitest.NewCSR(b, "*.bench.test", "bench.test")
 	ctx := context.Background()
 	b.ReportAllocs()
 	for b.Loop() {

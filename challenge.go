@@ -8,7 +8,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"path"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,14 +18,19 @@ import (
 	"github.com/mholt/acmez/v3/acme"
 	"go.uber.org/zap"
 
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddytls"
+
 	"github.com/sslci/caddy-sslci/api"
+	"github.com/sslci/caddy-sslci/internal/dnsverify"
+	"github.com/sslci/caddy-sslci/internal/issuance"
+	"github.com/sslci/caddy-sslci/internal/ledger"
 )
 
-// A solver puts a verification in place so that SSLCI's check succeeds.
-// The returned clean-up removes it; it must work even when ctx is done.
-type solver interface {
-	present(ctx context.Context, v *api.Verification) (cleanUp func(), err error)
-}
+// This file is the Caddy side of the challenges: the HTTP solver, answered
+// by Caddy's own HTTP servers through certmagic's challenge handler (or by
+// a listener of its own where none listens), and the DNS solver over a
+// dns.providers module. Both are issuance.Solver.
 
 // httpSolver answers SSLCI's HTTP check. The challenge is written to
 // storage as certmagic's distributed solver writes an ACME one: JSON of an
@@ -51,7 +55,7 @@ const portCheckInterval = time.Minute
 
 const challengeBasePath = "/.well-known/acme-challenge/"
 
-func (s *httpSolver) present(ctx context.Context, v *api.Verification) (func(), error) {
+func (s *httpSolver) Present(ctx context.Context, v *api.Verification) (func(), error) {
 	iss := s.iss
 	if v.FilePath != challengeBasePath+v.Token || v.Token == "" {
 		return nil, fmt.Errorf("SSLCI asked for the file %q; only %s<token> can be answered", v.FilePath, challengeBasePath)
@@ -67,7 +71,7 @@ func (s *httpSolver) present(ctx context.Context, v *api.Verification) (func(), 
 	}
 	return func() {
 		release()
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		ctx, cancel := ledger.Detached(ctx)
 		defer cancel()
 		if err := storage.Delete(ctx, key); err != nil {
 			iss.logger.Error("deleting the challenge from storage", zap.String("key", key), zap.Error(err))
@@ -96,10 +100,9 @@ func (iss *Issuer) storeChallenge(ctx context.Context, storage certmagic.Storage
 }
 
 // challengeKey is where certmagic's HTTP-challenge handler looks for a
-// challenge of this issuer: distributedSolver.challengeTokensKey under
-// storageKeyACMECAPrefix(IssuerKey()), both unexported in certmagic.
+// challenge of this issuer (ledger.Keys.Challenge).
 func (iss *Issuer) challengeKey(domain string) string {
-	return path.Join("acme", certmagic.StorageKeys.Safe(iss.IssuerKey()), "challenge_tokens", certmagic.StorageKeys.Safe(domain)+".json")
+	return ledger.Keys{IssuerKey: iss.IssuerKey()}.Challenge(domain)
 }
 
 // loadChallenge reads a challenge presented by any Caddy sharing the storage.
@@ -263,3 +266,63 @@ func getChallenge(ctx context.Context, addr, rawURL string) (*http.Response, []b
 func isKeyAuthorization(resp *http.Response, body []byte, keyAuth string) bool {
 	return resp.StatusCode == http.StatusOK && strings.TrimSpace(string(body)) == keyAuth
 }
+
+// dnsSolver publishes SSLCI's TXT record with a DNS provider module and
+// waits until DNS serves it.
+type dnsSolver struct {
+	dns    *dnsverify.Solver
+	logger *zap.Logger
+}
+
+// loadDNSSolver loads the provider module of cfg (dns.providers.*) and sets
+// up the solver as Caddy's ACME issuer does for its DNS challenge.
+func loadDNSSolver(ctx caddy.Context, cfg *caddytls.DNSChallengeConfig, logger *zap.Logger) (*dnsSolver, error) {
+	if cfg == nil || len(cfg.ProviderRaw) == 0 {
+		return nil, errors.New("sslci: no DNS provider configured")
+	}
+	// LoadModule clears the raw JSON it loads; a copy keeps the issuer's
+	// config as it was given.
+	loaded := *cfg
+	mod, err := ctx.LoadModule(&loaded, "ProviderRaw")
+	if err != nil {
+		return nil, fmt.Errorf("sslci: loading the DNS provider module: %w", err)
+	}
+	prov, ok := mod.(dnsverify.Provider)
+	if !ok {
+		return nil, fmt.Errorf("sslci: DNS provider module %T cannot append and delete records", mod)
+	}
+	override, err := caddy.NewReplacer().ReplaceOrErr(cfg.OverrideDomain, true, true)
+	if err != nil {
+		return nil, fmt.Errorf("sslci: expanding the DNS override domain %q: %w", cfg.OverrideDomain, err)
+	}
+	return &dnsSolver{
+		dns: &dnsverify.Solver{
+			Provider:           prov,
+			TTL:                time.Duration(cfg.TTL),
+			PropagationDelay:   time.Duration(cfg.PropagationDelay),
+			PropagationTimeout: time.Duration(cfg.PropagationTimeout),
+			Resolvers:          cfg.Resolvers,
+			OverrideDomain:     override,
+			Logger:             logger.Named("dns"),
+		},
+		logger: logger,
+	}, nil
+}
+
+func (s *dnsSolver) Present(ctx context.Context, v *api.Verification) (func(), error) {
+	rec, err := s.dns.Present(ctx, v.RecordName, v.Content)
+	if err != nil {
+		return nil, err // it names the record; Issue names the identifier
+	}
+	return func() {
+		if err := s.dns.CleanUp(ctx, rec); err != nil {
+			s.logger.Error("deleting the verification TXT record", zap.String("name", rec.Name), zap.Error(err))
+		}
+	}, nil
+}
+
+// Interface guards
+var (
+	_ issuance.Solver = (*httpSolver)(nil)
+	_ issuance.Solver = (*dnsSolver)(nil)
+)

@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	sslci "github.com/sslci/caddy-sslci"
 	"github.com/sslci/caddy-sslci/sslcitest"
 )
 
@@ -26,7 +25,7 @@ func TestChallengeAnsweredOnlyAsAsked(t *testing.T) {
 		e := newEnv(t, sslcitest.Options{})
 		e.sim.InjectFault(sslcitest.OpConfirm, sslcitest.FaultPending, 1000)
 		iss := e.startIssuer(map[string]any{"verification_timeout": "1m"})
-		csr, _ := sslci.NewCSR(t, "chal.test")
+		csr, _ := sslcitest.NewCSR(t, "chal.test")
 		done := make(chan error, 1)
 		go func() { _, err := iss.Issue(context.Background(), csr); done <- err }()
 		e.probeChallenge("chal.test")

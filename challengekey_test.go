@@ -10,6 +10,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/sslci/caddy-sslci/api"
+	"github.com/sslci/caddy-sslci/internal/ledger"
 )
 
 // The HTTP solver writes a challenge where certmagic's own handler, the one
@@ -20,11 +21,12 @@ func TestChallengeFoundByCertmagic(t *testing.T) {
 	storage := &certmagic.FileStorage{Path: t.TempDir()}
 	iss := &Issuer{
 		issuerKey:         issuerKeyFor("https://sslci.example/api"),
-		storage:           storage,
+		ledger:            new(ledger.Ledger),
 		logger:            zap.NewNop(),
 		ListenHost:        "127.0.0.1",
 		AlternateHTTPPort: freePort(t),
 	}
+	iss.ledger.SetStorage(storage)
 	var cfg *certmagic.Config
 	cache := certmagic.NewCache(certmagic.CacheOptions{
 		GetConfigForCert: func(certmagic.Certificate) (*certmagic.Config, error) { return cfg, nil },
@@ -41,7 +43,7 @@ func TestChallengeFoundByCertmagic(t *testing.T) {
 
 	v := &api.Verification{Domain: "where.test", Method: api.MethodHTTP, Token: "tok-123",
 		FilePath: challengeBasePath + "tok-123", Content: "tok-123.key-authorization"}
-	cleanUp, err := (&httpSolver{iss: iss}).present(context.Background(), v)
+	cleanUp, err := (&httpSolver{iss: iss}).Present(context.Background(), v)
 	if err != nil {
 		t.Fatal(err)
 	}

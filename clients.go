@@ -11,6 +11,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 
 	"github.com/sslci/caddy-sslci/api"
+	"github.com/sslci/caddy-sslci/internal/issuance"
 )
 
 // clients holds the API clients in use, one per endpoint, token and client
@@ -75,12 +76,15 @@ func (iss *Issuer) loadClient(ctx caddy.Context) error {
 		}
 		c.HTTPClient.Timeout = cfg.Timeout
 		c.MaxConcurrent = cfg.MaxConcurrent
+		// One retry policy: the issuance's steps retry (issuance/retry.go),
+		// the client makes one attempt per call.
+		c.Retry.MaxAttempts = 1
 		if iss.roots != nil {
 			if err := c.SetRootCAs(iss.roots); err != nil {
 				return nil, err
 			}
 		}
-		c.Logger = slog.New(namesHandler{ctx.Slogger().Handler()})
+		c.Logger = slog.New(issuance.NamesHandler{Handler: ctx.Slogger().Handler()})
 		slot := new(atomic.Pointer[metrics])
 		c.Observe = func(op api.Op, status int, d time.Duration, err error) {
 			if m := slot.Load(); m != nil {
@@ -99,7 +103,9 @@ func (iss *Issuer) loadClient(ctx caddy.Context) error {
 
 // Cleanup lets go of the issuer's API client.
 func (iss *Issuer) Cleanup() error {
-	iss.stopSweep()    // reconcile.go
+	if iss.ledger != nil {
+		iss.ledger.StopSweep()
+	}
 	iss.stopReplaced() // replaced.go
 	if iss.clientKey == "" {
 		return nil

@@ -18,6 +18,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/sslci/caddy-sslci/api"
+	"github.com/sslci/caddy-sslci/internal/issuance"
+	"github.com/sslci/caddy-sslci/internal/ledger"
 )
 
 // This file is `caddy sslci check`: a preflight of SSLCI's verification of
@@ -83,12 +85,12 @@ func cmdCheck(out io.Writer, fl caddycmd.Flags) (int, error) {
 	var results []checkResult
 	failed := 0
 	for _, name := range fl.Args() {
-		name = strings.ToLower(strings.TrimSuffix(name, "."))
+		name = ledger.NormalName(name)
 		r := checkResult{Name: name}
 		t, err := env.forName(name)
 		if err == nil {
 			r.Method = t.iss.Method
-			err = t.iss.checkName(name)
+			err = issuance.CheckName(name, t.iss.Method)
 		}
 		switch {
 		case err != nil:
@@ -238,7 +240,7 @@ func excerptOf(b []byte) string {
 // checkDNS publishes a probe TXT record through the issuer's DNS provider
 // and waits, as the issuer does, until DNS serves it; then deletes it.
 func (t *target) checkDNS(ctx context.Context, r *checkResult) {
-	solver, ok := t.iss.solver.(*dnsSolver)
+	solver, ok := t.iss.engine.Solver.(*dnsSolver)
 	if !ok {
 		r.Result, r.Error = "not checked", "the issuer has no DNS provider"
 		return

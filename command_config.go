@@ -28,10 +28,6 @@ type target struct {
 	// storageID says which storage it is, to tell accounts apart.
 	storageID string
 	httpPort  int // the port SSLCI's HTTP check arrives on
-	// leafKey, when set, is the one certificate in storage a listing
-	// matches SSLCI's with (a renewal's: replaced.go); else every one of
-	// the issuer's.
-	leafKey string
 }
 
 // account says which SSLCI account, at which endpoint, with which storage:
@@ -147,7 +143,7 @@ func loadTargets(fl caddycmd.Flags) (*commandEnv, error) {
 					}
 					t.storageID = string(p.StorageRaw)
 				}
-				t.iss.storage = t.storage
+				t.iss.ledger.SetStorage(t.storage)
 				env.targets = append(env.targets, t)
 			}
 		}
@@ -177,7 +173,7 @@ func loadTargets(fl caddycmd.Flags) (*commandEnv, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sslci: the issuer from the flags: %w", unprefixed(err))
 	}
-	t.iss.storage = t.storage
+	t.iss.ledger.SetStorage(t.storage)
 	env.targets = []*target{t}
 	env.policies = nil
 	return env, nil

@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	sslci "github.com/sslci/caddy-sslci"
 	"github.com/sslci/caddy-sslci/api"
 	"github.com/sslci/caddy-sslci/sslcitest"
 )
@@ -36,7 +35,7 @@ func TestConfirmPollsUntilDecided(t *testing.T) {
 	e := newEnv(t, sslcitest.Options{})
 	iss := e.startIssuer(nil)
 	e.sim.InjectFault(sslcitest.OpConfirm, sslcitest.FaultPending, 3)
-	csr, _ := sslci.NewCSR(t, "poll.test")
+	csr, _ := sslcitest.NewCSR(t, "poll.test")
 	if _, err := iss.Issue(context.Background(), csr); err != nil {
 		t.Fatal(err)
 	}
@@ -56,7 +55,7 @@ func TestConfirmFollowsRetryAfter(t *testing.T) {
 	e := newEnv(t, sslcitest.Options{Faults: sslcitest.FaultRates{PendingRetryAfter: retryAfter}})
 	iss := e.startIssuer(nil)
 	e.sim.InjectFault(sslcitest.OpConfirm, sslcitest.FaultPending, 2)
-	csr, _ := sslci.NewCSR(t, "later.test")
+	csr, _ := sslcitest.NewCSR(t, "later.test")
 	if _, err := iss.Issue(context.Background(), csr); err != nil {
 		t.Fatal(err)
 	}
@@ -74,7 +73,7 @@ func TestConfirmRetryAfterBeyondTimeout(t *testing.T) {
 	e := newEnv(t, sslcitest.Options{Faults: sslcitest.FaultRates{PendingRetryAfter: 5 * time.Second}})
 	iss := e.startIssuer(map[string]any{"verification_timeout": "2s"})
 	e.sim.InjectFault(sslcitest.OpConfirm, sslcitest.FaultPending, 1000)
-	csr, _ := sslci.NewCSR(t, "toolate.test")
+	csr, _ := sslcitest.NewCSR(t, "toolate.test")
 	_, err := iss.Issue(context.Background(), csr)
 	if !errors.Is(err, api.ErrPending) || !strings.Contains(err.Error(), "verification_timeout") || !strings.Contains(err.Error(), "toolate.test") {
 		t.Fatalf("Issue = %v, want a pending error naming the name and verification_timeout", err)
@@ -91,7 +90,7 @@ func TestConfirmBoundedByVerificationTimeout(t *testing.T) {
 	e := newEnv(t, sslcitest.Options{})
 	iss := e.startIssuer(map[string]any{"verification_timeout": "1s"})
 	e.sim.InjectFault(sslcitest.OpConfirm, sslcitest.FaultPending, 1000)
-	csr, _ := sslci.NewCSR(t, "bounded.test")
+	csr, _ := sslcitest.NewCSR(t, "bounded.test")
 	if _, err := iss.Issue(context.Background(), csr); !errors.Is(err, api.ErrPending) {
 		t.Fatalf("Issue = %v, want a pending error", err)
 	}

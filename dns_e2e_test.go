@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	sslci "github.com/sslci/caddy-sslci"
 	"github.com/sslci/caddy-sslci/sslcitest"
 )
 
@@ -55,7 +54,7 @@ func TestDNSWildcardAndApexCertificate(t *testing.T) {
 	if iss.Method != "dns" {
 		t.Errorf("method = %q, want dns by default with a provider", iss.Method)
 	}
-	csr, _ := sslci.NewCSR(t, "*.example.test", "example.test")
+	csr, _ := sslcitest.NewCSR(t, "*.example.test", "example.test")
 	start := time.Now()
 	cert, err := iss.Issue(context.Background(), csr)
 	if err != nil {
@@ -79,7 +78,7 @@ func TestDNSPropagation(t *testing.T) {
 	iss := e.startIssuer(dnsFields(dnsSrv, "10s"))
 
 	dnsSrv.SetDelay(2 * time.Second)
-	csr, _ := sslci.NewCSR(t, "www.late.test")
+	csr, _ := sslcitest.NewCSR(t, "www.late.test")
 	cert, err := iss.Issue(context.Background(), csr)
 	if err != nil {
 		t.Fatalf("Issue with a late record: %v", err)
@@ -94,7 +93,7 @@ func TestDNSPropagation(t *testing.T) {
 	dnsSrv.SetDelay(0)
 	dnsSrv.SetHidden(true)
 	iss = e.restartIssuer(dnsFields(dnsSrv, "2s"))
-	csr, _ = sslci.NewCSR(t, "never.late.test")
+	csr, _ = sslcitest.NewCSR(t, "never.late.test")
 	_, err = iss.Issue(context.Background(), csr)
 	if err == nil {
 		t.Fatal("Issue succeeded with a record that never appears")

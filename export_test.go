@@ -1,13 +1,14 @@
 package sslci
 
-import "time"
+import (
+	"time"
+
+	"github.com/sslci/caddy-sslci/internal/issuance"
+)
 
 // Test helpers of this package that its external tests (package
 // sslci_test) use too, so each exists once.
-var (
-	NewCSR   = newCSR
-	FreePort = freePort
-)
+var FreePort = freePort
 
 // SetSweepDelay sets how long after its start a Caddy sweeps the ledger.
 func SetSweepDelay(d time.Duration) (restore func()) {
@@ -17,4 +18,4 @@ func SetSweepDelay(d time.Duration) (restore func()) {
 }
 
 // Hint is what Issue adds to its errors, for causes Issue cannot reach.
-func Hint(err error) error { return (&Issuer{}).hint(err) }
+func Hint(err error) error { return issuance.Hint(err, nil) }

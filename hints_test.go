@@ -25,7 +25,7 @@ func TestHintsAndTroubleshooting(t *testing.T) {
 	var produced []string // every error and log line of the cases below
 	issue := func(t *testing.T, e *testEnv, iss *sslci.Issuer, name string) error {
 		t.Helper()
-		csr, _ := sslci.NewCSR(t, name)
+		csr, _ := sslcitest.NewCSR(t, name)
 		_, err := iss.Issue(context.Background(), csr)
 		if err == nil {
 			t.Fatal("Issue succeeded")

@@ -26,7 +26,7 @@ func TestIssueSeveralNames(t *testing.T) {
 	e := newEnv(t, sslcitest.Options{SignCSR: true})
 	iss := e.startIssuer(nil)
 	names := []string{"a.multi.test", "b.multi.test", "c.multi.test"}
-	csr, key := sslci.NewCSR(t, names...)
+	csr, key := sslcitest.NewCSR(t, names...)
 
 	cert, err := iss.Issue(context.Background(), csr)
 	if err != nil {
@@ -65,7 +65,7 @@ func TestIssueSeveralNames(t *testing.T) {
 func TestIssueServerGeneratedKey(t *testing.T) {
 	e := newEnv(t, sslcitest.Options{})
 	iss := e.startIssuer(map[string]any{"require_csr_key": true})
-	csr, _ := sslci.NewCSR(t, "strict.test")
+	csr, _ := sslcitest.NewCSR(t, "strict.test")
 	_, err := iss.Issue(context.Background(), csr)
 	if err == nil || !strings.Contains(err.Error(), "require_csr_key") {
 		t.Fatalf("Issue = %v, want an error naming require_csr_key", err)
@@ -123,7 +123,7 @@ func TestIssueFailures(t *testing.T) {
 			e.sim.SetHTTPChallengeAddr(fmt.Sprintf("127.0.0.1:%d", e.httpPort))
 			e.sim.ExpireVerifications() // every case verifies afresh
 			tc.setup()
-			csr, _ := sslci.NewCSR(t, "fail.test")
+			csr, _ := sslcitest.NewCSR(t, "fail.test")
 			_, err := iss.Issue(context.Background(), csr)
 			if err == nil {
 				t.Fatal("Issue succeeded")
@@ -154,7 +154,7 @@ func TestIssueWrongToken(t *testing.T) {
 	e := newEnv(t, sslcitest.Options{})
 	const wrong = "not-the-token-0123456789"
 	iss := e.startIssuer(map[string]any{"token": wrong})
-	csr, _ := sslci.NewCSR(t, "token.test")
+	csr, _ := sslcitest.NewCSR(t, "token.test")
 	_, err := iss.Issue(context.Background(), csr)
 	if !errors.Is(err, api.ErrUnauthorized) || !strings.Contains(err.Error(), "401") {
 		t.Fatalf("Issue = %v, want an authentication failure (401)", err)
@@ -176,7 +176,7 @@ func TestIssueRetriesServerFaults(t *testing.T) {
 	e.sim.InjectFault(sslcitest.OpConfirm, sslcitest.FaultServerError, 1) // PUT is idempotent
 	e.sim.InjectFault(sslcitest.OpConfirm, sslcitest.FaultPending, 2)     // the provider is still checking
 	e.sim.InjectFault(sslcitest.OpFinalize, sslcitest.FaultUnavailable, 1)
-	csr, _ := sslci.NewCSR(t, "retry.test")
+	csr, _ := sslcitest.NewCSR(t, "retry.test")
 	cert, err := iss.Issue(context.Background(), csr)
 	if err != nil {
 		t.Fatalf("Issue: %v", err)
@@ -193,7 +193,7 @@ func TestIssueContextCancelled(t *testing.T) {
 	e.sim.InjectFault(sslcitest.OpConfirm, sslcitest.FaultPending, 1000)
 	ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
 	defer cancel()
-	csr, _ := sslci.NewCSR(t, "cancel.test")
+	csr, _ := sslcitest.NewCSR(t, "cancel.test")
 	_, err := iss.Issue(ctx, csr)
 	if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, api.ErrPending) {
 		t.Fatalf("Issue = %v, want the context's deadline", err)
@@ -206,7 +206,7 @@ func TestPreCheckRefusesBeforeAnyRequest(t *testing.T) {
 	e := newEnv(t, sslcitest.Options{})
 	iss := e.startIssuer(nil)
 	for _, names := range [][]string{{"*.wild.test"}, {"ok.test", "*.wild.test"}} {
-		csr, _ := sslci.NewCSR(t, names...)
+		csr, _ := sslcitest.NewCSR(t, names...)
 		_, err := iss.Issue(context.Background(), csr)
 		if err == nil || !strings.Contains(err.Error(), "wildcard") || !strings.Contains(err.Error(), "DNS") {
 			t.Errorf("Issue(%v) = %v, want a wildcard-needs-DNS error", names, err)

@@ -151,7 +151,7 @@ func TestRefusedCertificateDeleted(t *testing.T) {
 	for _, fault := range []sslcitest.Fault{sslcitest.FaultWrongNames, sslcitest.FaultWrongKey, sslcitest.FaultBrokenPEM, sslcitest.FaultExpired} {
 		t.Run(string(fault), func(t *testing.T) {
 			e.sim.InjectFault(sslcitest.OpFinalize, fault, 1)
-			csr, _ := sslci.NewCSR(t, "refused.test")
+			csr, _ := sslcitest.NewCSR(t, "refused.test")
 			if _, err := iss.Issue(context.Background(), csr); err == nil || !strings.Contains(err.Error(), "refused") {
 				t.Fatalf("Issue = %v, want the certificate refused", err)
 			}
@@ -193,7 +193,7 @@ func TestOwnershipOtherClient(t *testing.T) {
 		t.Helper()
 		e.sim.InjectFault(sslcitest.OpRequest, sslcitest.FaultLostAfter, 1)
 		e.sim.InjectFault(sslcitest.OpFinalize, sslcitest.FaultCutAfter, 1)
-		csr, _ := sslci.NewCSR(t, "own.test")
+		csr, _ := sslcitest.NewCSR(t, "own.test")
 		cert, err := iss.Issue(ctx, csr)
 		if err != nil {
 			t.Fatalf("Issue: %v", err)

@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sslci/caddy-sslci/api"
+	"github.com/sslci/caddy-sslci/internal/issuance"
 )
 
 // metrics are the issuer's Prometheus collectors, in the registry of the
@@ -98,20 +99,16 @@ func (m *metrics) observe(op api.Op, status int, d time.Duration, _ error) {
 	m.apiDuration.WithLabelValues(string(op)).Observe(d.Seconds())
 }
 
-// Results of a verification.
-const (
-	verificationRequested = "requested"
-	verificationConfirmed = "confirmed"
-	verificationFailed    = "failed"
-	verificationReused    = "reused"
-)
-
-func (m *metrics) verification(method, result string) {
+// Verification, Obtained, Refused and Cancelled are issuance.Metrics.
+func (m *metrics) Verification(method, result string) {
 	m.verifications.WithLabelValues(method, result).Inc()
 }
 
-func (m *metrics) obtained(keySource string) { m.obtainedCerts.WithLabelValues(keySource).Inc() }
+func (m *metrics) Obtained(keySource string) { m.obtainedCerts.WithLabelValues(keySource).Inc() }
 
-func (m *metrics) refused(keySource string) { m.refusedCerts.WithLabelValues(keySource).Inc() }
+func (m *metrics) Refused(keySource string) { m.refusedCerts.WithLabelValues(keySource).Inc() }
 
-func (m *metrics) cancelled() { m.cancelledOrders.Inc() }
+func (m *metrics) Cancelled() { m.cancelledOrders.Inc() }
+
+// Interface guard
+var _ issuance.Metrics = (*metrics)(nil)

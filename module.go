@@ -12,8 +12,8 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"os"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -23,6 +23,8 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/sslci/caddy-sslci/api"
+	"github.com/sslci/caddy-sslci/internal/issuance"
+	"github.com/sslci/caddy-sslci/internal/ledger"
 )
 
 func init() {
@@ -108,19 +110,17 @@ type Issuer struct {
 	issuerKey     string         // IssuerKey, set by Provision
 	account       string         // a non-secret id of the token, to keep accounts' records apart in storage
 	roots         *x509.CertPool // the system's plus TrustedRootsPEMFiles; nil: the system's
-	solver        solver
 	metrics       *metrics
 
 	// acme answers the HTTP check inside Caddy: see GetACMEIssuer.
 	acme *caddytls.ACMEIssuer
 
-	mu      sync.Mutex
-	storage certmagic.Storage
 	// keys are SSLCI's keys waiting for certmagic to store their
-	// certificate: see serverkey.go.
+	// certificate: see keystorage.go.
 	keys serverKeys
 
-	ledger ledger // what this Caddy created at SSLCI: ledger.go
+	ledger *ledger.Ledger   // what this Caddy created at SSLCI, in the policy's storage
+	engine *issuance.Issuer // the flow of one Issue
 
 	replaced replacedDeletions // delete_replaced: replaced.go
 }
@@ -132,9 +132,6 @@ func (*Issuer) CaddyModule() caddy.ModuleInfo {
 		New: func() caddy.Module { return new(Issuer) },
 	}
 }
-
-// defaultVerificationTimeout is VerificationTimeout's default.
-const defaultVerificationTimeout = 5 * time.Minute
 
 // Provision sets up the issuer. It is the one place the config's meaning is
 // checked (the Caddyfile parser checks only its syntax), after placeholders
@@ -182,11 +179,25 @@ func (iss *Issuer) Provision(ctx caddy.Context) error {
 	sum := sha256.Sum256([]byte("caddy-sslci account\x00" + iss.Token))
 	iss.account = hex.EncodeToString(sum[:8])
 
+	iss.ledger = &ledger.Ledger{Keys: ledger.Keys{IssuerKey: iss.issuerKey, Account: iss.account}, Client: iss.client, Logger: iss.logger}
+	iss.engine = &issuance.Issuer{
+		Endpoint:            iss.Endpoint,
+		Method:              iss.Method,
+		RequireCSRKey:       iss.RequireCSRKey,
+		VerificationTimeout: time.Duration(iss.VerificationTimeout),
+		Roots:               iss.roots,
+		HTTPPort:            iss.httpPort,
+		Client:              iss.client,
+		Ledger:              iss.ledger,
+		Metrics:             iss.metrics,
+		Logger:              iss.logger,
+		KeepKey:             iss.keepServerKey,
+	}
 	switch iss.Method {
 	case api.MethodHTTP:
-		iss.solver = &httpSolver{iss: iss}
+		iss.engine.Solver = &httpSolver{iss: iss}
 	case api.MethodDNS:
-		if iss.solver, err = loadDNSSolver(ctx, iss.DNS, iss.logger); err != nil {
+		if iss.engine.Solver, err = loadDNSSolver(ctx, iss.DNS, iss.logger); err != nil {
 			return err
 		}
 	}
@@ -205,7 +216,7 @@ func (iss *Issuer) Provision(ctx caddy.Context) error {
 	// Last: a context made by caddy.NewContext alone has no storage (the
 	// config errors above are tested with one). SetConfig replaces it with
 	// the automation policy's.
-	iss.storage = ctx.Storage()
+	iss.ledger.SetStorage(ctx.Storage())
 	return nil
 }
 
@@ -246,14 +257,12 @@ func (iss *Issuer) checkConfig() error {
 // automation policy uses. We take its storage (so challenges and
 // verification records are shared by every Caddy on that storage), hand it
 // to the embedded ACME issuer that answers HTTP checks, and wrap it so that
-// SSLCI's private keys are stored safely (serverkey.go).
+// SSLCI's private keys are stored safely (keystorage.go).
 func (iss *Issuer) SetConfig(cfg *certmagic.Config) {
-	iss.mu.Lock()
 	if cfg.Storage != nil {
-		iss.storage = cfg.Storage
+		iss.ledger.SetStorage(cfg.Storage)
 	}
-	iss.mu.Unlock()
-	iss.startSweep() // what a Caddy that stopped left at SSLCI: reconcile.go
+	iss.ledger.StartSweep(sweepDelay) // what a Caddy that stopped left at SSLCI
 	if iss.acme != nil {
 		iss.acme.SetConfig(cfg)
 	}
@@ -284,11 +293,11 @@ func issuerKeyFor(endpoint string) string {
 	return "sslci-" + strings.Trim(strings.NewReplacer(":", "-", "/", "-").Replace(u.Host+u.Path), "-")
 }
 
-func (iss *Issuer) getStorage() certmagic.Storage {
-	iss.mu.Lock()
-	defer iss.mu.Unlock()
-	return iss.storage
-}
+// sweepDelay: the issuances certmagic starts with Caddy settle their own
+// names first (resuming their orders); the sweep settles the rest.
+var sweepDelay = time.Minute
+
+func (iss *Issuer) getStorage() certmagic.Storage { return iss.ledger.Storage() }
 
 // Interface guards
 var (
@@ -299,3 +308,29 @@ var (
 	_ certmagic.PreChecker  = (*Issuer)(nil)
 	_ caddytls.ConfigSetter = (*Issuer)(nil)
 )
+
+// loadTrustedRoots is the system's roots plus the certificates of the PEM
+// files (placeholders replaced), or nil (the system's) when there are none.
+func loadTrustedRoots(repl *caddy.Replacer, files []string) (*x509.CertPool, error) {
+	if len(files) == 0 {
+		return nil, nil
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil {
+		pool = x509.NewCertPool() // no system roots here: only the files'
+	}
+	for _, f := range files {
+		name, err := repl.ReplaceOrErr(f, true, true)
+		if err != nil {
+			return nil, fmt.Errorf("sslci: trusted_roots: %w", err)
+		}
+		data, err := os.ReadFile(name)
+		if err != nil {
+			return nil, fmt.Errorf("sslci: trusted_roots: %w", err)
+		}
+		if !pool.AppendCertsFromPEM(data) {
+			return nil, fmt.Errorf("sslci: trusted_roots: %s holds no PEM certificate", name)
+		}
+	}
+	return pool, nil
+}

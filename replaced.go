@@ -2,25 +2,21 @@ package sslci
 
 import (
 	"context"
-	"slices"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/caddyserver/certmagic"
 	"go.uber.org/zap"
-
-	"github.com/sslci/caddy-sslci/api"
 )
 
 // This file is delete_replaced: once certmagic has stored a renewed
 // certificate of this issuer (it then emits cert_obtained with renewal
 // true), the certificates it replaced are deleted at SSLCI, in the
 // background, as `caddy sslci prune` deletes superseded ones
-// (removeUnderLocks, command_records.go): under certmagic's lock of the
-// names, from one list made under it, only what classify proves this
-// Caddy made and stored once, and no longer stores. Cost: one GET list,
-// and one DELETE per certificate deleted.
+// (ledger.RemoveUnderLocks): under certmagic's lock of the names, from one
+// list made under it, only what the ownership rule proves this Caddy made
+// and stored once, and no longer stores. Cost: one GET list, and one
+// DELETE per certificate deleted.
 
 // replacedTimeout bounds one renewal's deletions: the wait for the lock,
 // the list and the deletes.
@@ -93,21 +89,13 @@ func (iss *Issuer) startDeleteReplaced(identifier, certPath string) {
 }
 
 // deleteReplaced deletes at SSLCI the certificates the one stored at
-// certPath replaced, and logs each.
+// certPath replaced (ledger.DeleteReplaced), and logs each.
 func (iss *Issuer) deleteReplaced(ctx context.Context, identifier, certPath string) {
 	log := iss.logger.With(zap.String("identifier", identifier))
-	storage := iss.getStorage()
-	leaves, err := readLeaf(ctx, storage, certPath)
-	if err != nil || len(leaves) == 0 {
-		log.Warn("delete_replaced: reading the renewed certificate; what it replaced is left at SSLCI (`caddy sslci prune` deletes it)",
-			zap.String("key", certPath), zap.Error(err))
-		return
-	}
-	renewed := leaves[0]
-	t := &target{iss: iss, policy: -1, storage: storage, leafKey: certPath}
-	removals, err := t.removeUnderLocks(ctx, renewed.names, func(l *accountListing) []removal { return replacedBy(l, renewed.names) })
+	removals, err := iss.ledger.DeleteReplaced(ctx, certPath)
 	if err != nil {
-		log.Warn("delete_replaced: what the renewal replaced is left at SSLCI (`caddy sslci prune` deletes it)", zap.Error(err))
+		log.Warn("delete_replaced: what the renewal replaced is left at SSLCI (`caddy sslci prune` deletes it)",
+			zap.String("key", certPath), zap.Error(err))
 		return
 	}
 	for _, r := range removals {
@@ -118,32 +106,6 @@ func (iss *Issuer) deleteReplaced(ctx context.Context, identifier, certPath stri
 				zap.Int64("crt_id", r.ID), zap.String("error", r.Error+r.Skipped))
 		}
 	}
-}
-
-// replacedBy picks the certificates prune would delete as superseded that
-// have exactly the renewed names. One alike to the second (same names and
-// end_time) as another listed certificate is left alone: which one is ours
-// is not known (classify already leaves such twins unmarked; this keeps
-// the deletion safe whatever marks the listing carries).
-func replacedBy(l *accountListing, names []string) []removal {
-	type twin struct {
-		names   string
-		endTime int64
-	}
-	alike := map[twin]int{}
-	endTime := map[int64]int64{}
-	for _, c := range l.Certificates {
-		alike[twin{strings.Join(normalNames(c.Domains), ","), c.EndTime}]++
-		endTime[c.ID] = c.EndTime
-	}
-	var out []removal
-	for _, r := range prunables(l) {
-		if r.Type == api.RecordCertificate && r.Mark == markSuperseded && slices.Equal(normalNames(r.Domains), names) &&
-			alike[twin{strings.Join(names, ","), endTime[r.ID]}] == 1 {
-			out = append(out, r)
-		}
-	}
-	return out
 }
 
 // stopReplaced stops the deletions in flight and waits for them (from

@@ -24,7 +24,6 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/certmagic"
 
-	sslci "github.com/sslci/caddy-sslci"
 	"github.com/sslci/caddy-sslci/api"
 	"github.com/sslci/caddy-sslci/sslcitest"
 )
@@ -277,7 +276,7 @@ func TestPeerRepairsWithoutRestart(t *testing.T) {
 
 			// The peer's certificate, made 40s later as SSLCI sees it (so it
 			// is not due when this Caddy looks), stored with a foreign key.
-			csr, _ := sslci.NewCSR(t, name)
+			csr, _ := sslcitest.NewCSR(t, name)
 			client, err := api.New(e.sim.URL(), e.sim.Token())
 			if err != nil {
 				t.Fatal(err)

@@ -9,7 +9,6 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 
-	sslci "github.com/sslci/caddy-sslci"
 	"github.com/sslci/caddy-sslci/sslcitest"
 )
 
@@ -29,7 +28,7 @@ func TestIssueRefusesUntrustedCertificates(t *testing.T) {
 	} {
 		t.Run(string(tc.fault), func(t *testing.T) {
 			e.sim.InjectFault(sslcitest.OpFinalize, tc.fault, 1)
-			csr, _ := sslci.NewCSR(t, "untrusted.test")
+			csr, _ := sslcitest.NewCSR(t, "untrusted.test")
 			_, err := iss.Issue(context.Background(), csr)
 			if err == nil {
 				t.Fatal("Issue accepted the certificate")
@@ -56,7 +55,7 @@ func TestTrustedRootsForTheEndpoint(t *testing.T) {
 		t.Fatalf("the simulator's URL is %s, want https", e.sim.URL())
 	}
 	iss := e.startIssuer(map[string]any{"trusted_roots_pem_files": nil})
-	csr, _ := sslci.NewCSR(t, "tls.test")
+	csr, _ := sslcitest.NewCSR(t, "tls.test")
 	if _, err := iss.Issue(context.Background(), csr); err == nil || !strings.Contains(err.Error(), "certificate signed by unknown authority") {
 		t.Errorf("Issue without trusted_roots = %v, want a TLS error: unknown authority", err)
 	}

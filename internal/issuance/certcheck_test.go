@@ -1,4 +1,4 @@
-package sslci
+package issuance
 
 import (
 	"bytes"
@@ -17,6 +17,7 @@ import (
 	"github.com/caddyserver/certmagic"
 
 	"github.com/sslci/caddy-sslci/api"
+	"github.com/sslci/caddy-sslci/sslcitest"
 )
 
 // checkCertificate is pure: each way a finalize answer can be unusable is
@@ -25,7 +26,7 @@ import (
 // as certmagic stores them.
 func TestCheckCertificate(t *testing.T) {
 	now := time.Now()
-	csr, csrKey := newCSR(t, "a.test", "b.test")
+	csr, csrKey := sslcitest.NewCSR(t, "a.test", "b.test")
 	serverKey := newKey(t)
 	serverKeyPEM, err := certmagic.PEMEncodePrivateKey(serverKey)
 	if err != nil {
@@ -83,7 +84,7 @@ func TestCheckCertificate(t *testing.T) {
 			if roots == nil && !tc.system {
 				roots = trusted
 			}
-			got, err := checkCertificate(&tc.cert, names, csr, roots, now)
+			got, err := CheckCertificate(&tc.cert, names, csr, roots, now)
 			if len(tc.wantErr) > 0 {
 				for _, want := range tc.wantErr {
 					if err == nil || !strings.Contains(err.Error(), want) {
@@ -95,33 +96,18 @@ func TestCheckCertificate(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if (got.serverKey != nil) != tc.wantServerKey {
-				t.Errorf("server key returned: %t, want %t", got.serverKey != nil, tc.wantServerKey)
+			if (got.ServerKey != nil) != tc.wantServerKey {
+				t.Errorf("server key returned: %t, want %t", got.ServerKey != nil, tc.wantServerKey)
 			}
-			if tc.wantServerKey && !bytes.Equal(got.serverKey, serverKeyPEM) {
+			if tc.wantServerKey && !bytes.Equal(got.ServerKey, serverKeyPEM) {
 				t.Error("the server key is not the one SSLCI returned, in certmagic's PEM form")
 			}
 			// What certmagic stores: leaf then chain as returned, PEM.
-			if want := cat(tc.cert.CertificatePEM, tc.cert.CAPEM); !bytes.Equal(got.chainPEM, want) {
-				t.Errorf("stored chain:\n%s\nwant the leaf then the returned chain:\n%s", got.chainPEM, want)
+			if want := cat(tc.cert.CertificatePEM, tc.cert.CAPEM); !bytes.Equal(got.ChainPEM, want) {
+				t.Errorf("stored chain:\n%s\nwant the leaf then the returned chain:\n%s", got.ChainPEM, want)
 			}
 		})
 	}
-}
-
-// newCSR makes a CSR for names with a fresh P-256 key, as certmagic does.
-func newCSR(t testing.TB, names ...string) (*x509.CertificateRequest, crypto.Signer) {
-	t.Helper()
-	key := newKey(t)
-	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{DNSNames: names}, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	csr, err := x509.ParseCertificateRequest(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return csr, key
 }
 
 func newKey(t testing.TB) crypto.Signer {

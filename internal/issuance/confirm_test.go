@@ -1,4 +1,4 @@
-package sslci
+package issuance
 
 import (
 	"testing"

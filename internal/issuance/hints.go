@@ -1,4 +1,4 @@
-package sslci
+package issuance
 
 import (
 	"errors"
@@ -9,7 +9,7 @@ import (
 )
 
 // Hints: where the cause of a failed issuance is known, its error ends with
-// one sentence saying what to do. Issue applies hint to the error it
+// one sentence saying what to do. Issue applies Hint to the error it
 // returns; the README's Troubleshooting section quotes these sentences
 // (TestTroubleshootingQuotesRealErrors keeps it honest).
 
@@ -69,15 +69,16 @@ type refusedError struct {
 func (e *refusedError) Error() string { return e.err.Error() }
 func (e *refusedError) Unwrap() error { return e.err }
 
-// hint returns err with the sentence for its cause, or err as it is.
-func (iss *Issuer) hint(err error) error {
-	if h := iss.hintFor(err); h != "" {
+// Hint returns err with the sentence for its cause, or err as it is.
+// httpPort says where SSLCI's HTTP check arrives (nil: port 80).
+func Hint(err error, httpPort func() int) error {
+	if h := hintFor(err, httpPort); h != "" {
 		return &hinted{err: err, hint: h}
 	}
 	return err
 }
 
-func (iss *Issuer) hintFor(err error) string {
+func hintFor(err error, httpPort func() int) string {
 	var apiErr *api.Error
 	var ve *verifyError
 	var re *refusedError
@@ -95,7 +96,8 @@ func (iss *Issuer) hintFor(err error) string {
 	case errors.As(err, &ve) && ve.method == api.MethodHTTP && errors.As(err, &apiErr) && apiErr.Op == api.OpConfirm &&
 		(errors.Is(err, api.ErrInvalidRequest) || errors.Is(err, api.ErrRejected)):
 		forwarded := ""
-		if port := iss.httpPort(); port != 80 {
+		if port := 80; httpPort != nil && httpPort() != 80 {
+			port = httpPort()
 			forwarded = fmt.Sprintf(" (port 80 forwarded to its port %d)", port)
 		}
 		return fmt.Sprintf(hintHTTPCheck, ve.name, forwarded)

@@ -1,4 +1,4 @@
-package sslci
+package issuance
 
 import (
 	"bytes"
@@ -8,16 +8,15 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
-	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/certmagic"
 
 	"github.com/sslci/caddy-sslci/api"
+	"github.com/sslci/caddy-sslci/internal/ledger"
 )
 
 // This file checks a finalize answer before certmagic gets it, against the
@@ -27,21 +26,21 @@ import (
 // for a key SSLCI generated is usable only once that key is stored in place
 // of certmagic's (serverkey).
 
-// checkedCertificate is a finalize answer that passed checkCertificate.
-type checkedCertificate struct {
-	leaf     *x509.Certificate
-	chainPEM []byte // leaf, then the chain from "ca"
-	// serverKey is SSLCI's private key (PEM) when the certificate is for it
+// Checked is a finalize answer that passed CheckCertificate.
+type Checked struct {
+	Leaf     *x509.Certificate
+	ChainPEM []byte // leaf, then the chain from "ca"
+	// ServerKey is SSLCI's private key (PEM) when the certificate is for it
 	// rather than for the CSR's key.
-	serverKey []byte
+	ServerKey []byte
 }
 
-// checkCertificate refuses anything Caddy could not serve as asked: a leaf
+// CheckCertificate refuses anything Caddy could not serve as asked: a leaf
 // that does not parse, misses a requested name, is not valid now, does not
 // chain through "ca" to one of roots (nil: the system's), or is for a key
 // that is neither the CSR's nor the one SSLCI returned.
-func checkCertificate(cert *api.Certificate, names []string, csr *x509.CertificateRequest, roots *x509.CertPool, now time.Time) (*checkedCertificate, error) {
-	certs, err := parseCertificates(cert.CertificatePEM)
+func CheckCertificate(cert *api.Certificate, names []string, csr *x509.CertificateRequest, roots *x509.CertPool, now time.Time) (*Checked, error) {
+	certs, err := ledger.ParseCertificates(cert.CertificatePEM)
 	if err != nil {
 		return nil, fmt.Errorf("field crt: %w", err)
 	}
@@ -49,7 +48,7 @@ func checkCertificate(cert *api.Certificate, names []string, csr *x509.Certifica
 		return nil, errors.New("field crt: no certificate")
 	}
 	leaf := certs[0]
-	chain, err := parseCertificates(cert.CAPEM)
+	chain, err := ledger.ParseCertificates(cert.CAPEM)
 	if err != nil {
 		return nil, fmt.Errorf("field ca: %w", err)
 	}
@@ -70,7 +69,7 @@ func checkCertificate(cert *api.Certificate, names []string, csr *x509.Certifica
 		return nil, err
 	}
 
-	out := &checkedCertificate{leaf: leaf}
+	out := &Checked{Leaf: leaf}
 	switch {
 	case publicKeysEqual(leaf.PublicKey, csr.PublicKey):
 	case len(cert.PrivateKeyPEM) > 0:
@@ -82,7 +81,7 @@ func checkCertificate(cert *api.Certificate, names []string, csr *x509.Certifica
 			return nil, errors.New("the certificate is for neither the CSR's key nor the key SSLCI returned")
 		}
 		// Re-encode: what we store is a key we have parsed, in certmagic's form.
-		if out.serverKey, err = certmagic.PEMEncodePrivateKey(key); err != nil {
+		if out.ServerKey, err = certmagic.PEMEncodePrivateKey(key); err != nil {
 			return nil, fmt.Errorf("field key: %w", err)
 		}
 	default:
@@ -93,7 +92,7 @@ func checkCertificate(cert *api.Certificate, names []string, csr *x509.Certifica
 	for _, c := range append([]*x509.Certificate{leaf}, chain...) {
 		_ = pem.Encode(&buf, &pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
 	}
-	out.chainPEM = buf.Bytes()
+	out.ChainPEM = buf.Bytes()
 	return out, nil
 }
 
@@ -130,32 +129,6 @@ func verifyChain(leaf *x509.Certificate, chain []*x509.Certificate, roots *x509.
 	return nil
 }
 
-// loadTrustedRoots is the system's roots plus the certificates of the PEM
-// files (placeholders replaced), or nil (the system's) when there are none.
-func loadTrustedRoots(repl *caddy.Replacer, files []string) (*x509.CertPool, error) {
-	if len(files) == 0 {
-		return nil, nil
-	}
-	pool, err := x509.SystemCertPool()
-	if err != nil {
-		pool = x509.NewCertPool() // no system roots here: only the files'
-	}
-	for _, f := range files {
-		name, err := repl.ReplaceOrErr(f, true, true)
-		if err != nil {
-			return nil, fmt.Errorf("sslci: trusted_roots: %w", err)
-		}
-		data, err := os.ReadFile(name)
-		if err != nil {
-			return nil, fmt.Errorf("sslci: trusted_roots: %w", err)
-		}
-		if !pool.AppendCertsFromPEM(data) {
-			return nil, fmt.Errorf("sslci: trusted_roots: %s holds no PEM certificate", name)
-		}
-	}
-	return pool, nil
-}
-
 // describeCA names a CA certificate by its subject's common name and
 // organization, and by its issuer's when it is not self-issued.
 func describeCA(c *x509.Certificate) string {
@@ -172,29 +145,6 @@ func describeName(n pkix.Name) string {
 		s += ", organization " + strconv.Quote(strings.Join(n.Organization, ", "))
 	}
 	return s
-}
-
-func parseCertificates(pemData []byte) ([]*x509.Certificate, error) {
-	var certs []*x509.Certificate
-	for {
-		var block *pem.Block
-		block, pemData = pem.Decode(pemData)
-		if block == nil {
-			break
-		}
-		if block.Type != "CERTIFICATE" {
-			continue
-		}
-		c, err := x509.ParseCertificate(block.Bytes)
-		if err != nil {
-			return nil, err
-		}
-		certs = append(certs, c)
-	}
-	if len(certs) == 0 && len(bytes.TrimSpace(pemData)) > 0 {
-		return nil, errors.New("no PEM certificate found")
-	}
-	return certs, nil
 }
 
 func publicKeysEqual(a, b crypto.PublicKey) bool {

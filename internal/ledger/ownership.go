@@ -1,4 +1,4 @@
-package sslci
+package ledger
 
 import (
 	"slices"
@@ -10,8 +10,8 @@ import (
 
 // This file is the ownership rule: which of the orders and certificates
 // SSLCI lists this Caddy made, decided only from its ledger and its
-// storage (classify). reconcile.go acts on it; `caddy sslci list/prune`
-// shows it.
+// storage (classify). reconcile.go acts on it; marks.go says it to
+// `caddy sslci list`, prune and delete_replaced.
 
 const (
 	// certSkew bounds how far SSLCI's clock (add_time) and ours (sent_at)
@@ -39,19 +39,13 @@ func (o owner) String() string {
 	return [...]string{"not from this Caddy", "ours", "ours (answer lost)", "ours, not stored", "stored", "superseded"}[o]
 }
 
-// storedLeaf is a certificate certmagic stores for this issuer.
-type storedLeaf struct {
-	Names    []string // sorted
-	NotAfter time.Time
-}
-
 // group is objects at SSLCI to cancel or delete together, and the records
 // resolved once they are all gone.
 type group struct {
 	recordType string  // api.RecordOrder or api.RecordCertificate
 	ids        []int64 // none: the records are resolved already
 	keys       []string
-	resumable  *orderRecord // a recorded pending order with its challenge
+	resumable  *OrderRecord // a recorded pending order with its challenge
 }
 
 // ownership is classify's answer: an owner for every listed order and
@@ -60,7 +54,7 @@ type ownership struct {
 	Orders map[int64]owner
 	Certs  map[int64]owner
 	groups []group
-	stored []certRecord
+	stored []CertRecord
 	// ambiguous: candidates for lost answers outnumbering them: another
 	// client made some; none is touched.
 	ambiguous []int64
@@ -80,7 +74,7 @@ type ownership struct {
 // and never a certificate that a leaf in its storage matches. Records of
 // requests in flight in this process (live) are left out, and so are the
 // domains they are for.
-func classify(list *api.List, orders []orderRecord, certs []certRecord, stored []storedLeaf, live func(string) bool, now time.Time) *ownership {
+func classify(list *api.List, orders []OrderRecord, certs []CertRecord, stored []Leaf, live func(string) bool, now time.Time) *ownership {
 	o := &ownership{Orders: make(map[int64]owner), Certs: make(map[int64]owner)}
 	for _, p := range list.PendingOrders {
 		o.Orders[p.ID] = ownerUnknown
@@ -89,16 +83,16 @@ func classify(list *api.List, orders []orderRecord, certs []certRecord, stored [
 	for _, r := range orders {
 		recorded[r.OrderID] = r.OrderID != 0
 	}
-	lost := make(map[string][]orderRecord)
+	lost := make(map[string][]OrderRecord)
 	busy := make(map[string]bool)
 	for _, r := range orders {
 		switch {
-		case live(r.key):
+		case live(r.Key):
 			busy[r.Domain] = true
 		case r.OrderID == 0:
 			lost[r.Domain] = append(lost[r.Domain], r)
 		default:
-			g := group{recordType: api.RecordOrder, keys: []string{r.key}}
+			g := group{recordType: api.RecordOrder, keys: []string{r.Key}}
 			if _, listed := o.Orders[r.OrderID]; listed {
 				o.Orders[r.OrderID] = ownerRecorded
 				g.ids = []int64{r.OrderID}
@@ -113,29 +107,25 @@ func classify(list *api.List, orders []orderRecord, certs []certRecord, stored [
 		if busy[domain] {
 			continue
 		}
-		floor := slices.MinFunc(recs, func(a, b orderRecord) int { return int(a.Floor - b.Floor) }).Floor
+		floor := slices.MinFunc(recs, func(a, b OrderRecord) int { return int(a.Floor - b.Floor) }).Floor
 		var cands []int64
 		for _, p := range list.PendingOrders {
 			if p.ID > floor && !recorded[p.ID] && sameNames(p.Domains, []string{domain}) {
 				cands = append(cands, p.ID)
 			}
 		}
-		keys, oldest := keysOf(recs, func(r orderRecord) (string, time.Time) { return r.key, r.SentAt })
+		keys, oldest := keysOf(recs, func(r OrderRecord) (string, time.Time) { return r.Key, r.SentAt })
 		o.settleLost(api.RecordOrder, cands, len(recs), keys, oldest, o.Orders, now)
 	}
 
-	isStored := func(names []string, notAfter int64) bool {
-		return slices.ContainsFunc(stored, func(s storedLeaf) bool {
-			return slices.Equal(s.Names, names) && s.NotAfter.Unix() == notAfter
-		})
-	}
+	isStored := func(names []string, notAfter int64) bool { return storedAs(stored, names, notAfter) != nil }
 	for _, c := range list.Certificates {
 		o.Certs[c.ID] = ownerUnknown
-		if isStored(normalNames(c.Domains), c.Expires.Unix()) {
+		if isStored(NormalNames(c.Domains), c.Expires.Unix()) {
 			o.Certs[c.ID] = ownerStored
 		}
 	}
-	matching := func(r certRecord) (ids []int64) {
+	matching := func(r CertRecord) (ids []int64) {
 		for _, c := range list.Certificates {
 			if sameNames(c.Domains, r.Names) && (c.ID == r.CertID || c.Expires.Unix() == r.NotAfter.Unix()) {
 				ids = append(ids, c.ID)
@@ -143,54 +133,54 @@ func classify(list *api.List, orders []orderRecord, certs []certRecord, stored [
 		}
 		return ids
 	}
-	lostCerts := make(map[string][]certRecord)
+	lostCerts := make(map[string][]CertRecord)
 	busy = make(map[string]bool)
 	for _, r := range certs {
 		set := strings.Join(r.Names, ",")
 		switch {
-		case live(r.key):
+		case live(r.Key):
 			busy[set] = true
 			continue
 		case r.NotAfter.IsZero():
 			lostCerts[set] = append(lostCerts[set], r)
 			continue
 		case isStored(r.Names, r.NotAfter.Unix()):
-			if r.State != stateStored {
+			if r.State != StateStored {
 				o.stored = append(o.stored, r)
 			}
 			continue
 		}
 		ids := matching(r)
 		switch {
-		case len(ids) == 0 || (r.State == stateStored && !now.Before(r.NotAfter)):
-			o.groups = append(o.groups, group{keys: []string{r.key}}) // gone, or expired history
+		case len(ids) == 0 || (r.State == StateStored && !now.Before(r.NotAfter)):
+			o.groups = append(o.groups, group{keys: []string{r.Key}}) // gone, or expired history
 		case len(ids) > 1:
 			// Several certificates alike to the second: which is ours is
 			// not known; all are left alone.
-		case r.State == stateStored:
+		case r.State == StateStored:
 			if o.Certs[ids[0]] == ownerUnknown {
 				o.Certs[ids[0]] = ownerHistory
 			}
 		case o.Certs[ids[0]] == ownerUnknown:
 			o.Certs[ids[0]] = ownerUnstored
-			o.groups = append(o.groups, group{recordType: api.RecordCertificate, ids: ids, keys: []string{r.key}})
+			o.groups = append(o.groups, group{recordType: api.RecordCertificate, ids: ids, keys: []string{r.Key}})
 		}
 	}
 	for set, recs := range lostCerts {
 		if busy[set] {
 			continue
 		}
-		first := slices.MinFunc(recs, func(a, b certRecord) int { return a.SentAt.Compare(b.SentAt) })
-		floor := slices.MinFunc(recs, func(a, b certRecord) int { return int(a.Floor - b.Floor) }).Floor
+		first := slices.MinFunc(recs, func(a, b CertRecord) int { return a.SentAt.Compare(b.SentAt) })
+		floor := slices.MinFunc(recs, func(a, b CertRecord) int { return int(a.Floor - b.Floor) }).Floor
 		var cands []int64
 		for _, c := range list.Certificates {
 			if c.ID > floor && o.Certs[c.ID] == ownerUnknown && sameNames(c.Domains, recs[0].Names) &&
 				!c.Added.Before(first.SentAt.Add(-certSkew)) && !c.Added.After(now.Add(certSkew)) &&
-				!slices.ContainsFunc(certs, func(r certRecord) bool { return slices.Contains(matching(r), c.ID) && !r.NotAfter.IsZero() }) {
+				!slices.ContainsFunc(certs, func(r CertRecord) bool { return slices.Contains(matching(r), c.ID) && !r.NotAfter.IsZero() }) {
 				cands = append(cands, c.ID)
 			}
 		}
-		keys, oldest := keysOf(recs, func(r certRecord) (string, time.Time) { return r.key, r.SentAt })
+		keys, oldest := keysOf(recs, func(r CertRecord) (string, time.Time) { return r.Key, r.SentAt })
 		o.settleLost(api.RecordCertificate, cands, len(recs), keys, oldest, o.Certs, now)
 	}
 	return o
@@ -224,14 +214,3 @@ func keysOf[R any](recs []R, f func(R) (string, time.Time)) ([]string, time.Time
 	}
 	return keys, oldest
 }
-
-func normalNames(names []string) []string {
-	out := make([]string, len(names))
-	for i, n := range names {
-		out[i] = strings.ToLower(strings.TrimSuffix(n, "."))
-	}
-	slices.Sort(out)
-	return slices.Compact(out)
-}
-
-func sameNames(listed, sorted []string) bool { return slices.Equal(normalNames(listed), sorted) }

@@ -1,4 +1,4 @@
-package sslci
+package issuance
 
 import (
 	"context"
@@ -33,26 +33,22 @@ func confirmWait(attempt int, retryAfter time.Duration) time.Duration {
 }
 
 // confirm asks SSLCI to check the verification, and asks again while SSLCI
-// says the check is still in progress, until verification_timeout.
-func (r *issuance) confirm(ctx context.Context, v *api.Verification) error {
+// says the check is still in progress, until deadline (verification_timeout
+// after the first attempt of the confirm step).
+func (r *run) confirm(ctx context.Context, v *api.Verification, deadline time.Time) error {
 	iss := r.iss
-	timeout := time.Duration(iss.VerificationTimeout)
-	if timeout == 0 {
-		timeout = defaultVerificationTimeout
-	}
-	deadline := time.Now().Add(timeout)
+	timeout := iss.verificationTimeout()
 	parent := ctx
 	ctx, cancel := context.WithDeadline(parent, deadline)
 	defer cancel()
 	for attempt := 1; ; attempt++ {
-		_, err := iss.client.ConfirmVerification(ctx, api.ConfirmRequest{Domain: v.Domain, OrderID: v.OrderID, Method: v.Method})
+		_, err := iss.Client.ConfirmVerification(ctx, api.ConfirmRequest{Domain: v.Domain, OrderID: v.OrderID, Method: v.Method})
 		if !errors.Is(err, api.ErrPending) {
 			return err
 		}
-		var apiErr *api.Error
 		var retryAfter time.Duration
-		if errors.As(err, &apiErr) {
-			retryAfter = apiErr.RetryAfter
+		if ae, ok := errors.AsType[*api.Error](err); ok {
+			retryAfter = ae.RetryAfter
 		}
 		wait := confirmWait(attempt, retryAfter)
 		if time.Until(deadline) < wait {

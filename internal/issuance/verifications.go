@@ -1,19 +1,17 @@
-package sslci
+package issuance
 
 import (
 	"context"
 	"encoding/json"
 	"errors"
 	"io/fs"
-	"path"
 	"time"
 
-	"github.com/caddyserver/certmagic"
 	"go.uber.org/zap"
 )
 
 // This file keeps a record of each name SSLCI confirmed, in the storage of
-// the automation policy (certmagic.Config.Storage, given by SetConfig), so
+// the automation policy (per endpoint and account: ledger.Keys), so
 // that every Caddy sharing the storage skips verifying it again while
 // SSLCI still accepts the verification. A missing or unreadable record only
 // costs a verification.
@@ -33,26 +31,19 @@ type verificationRecord struct {
 	VerifiedAt time.Time `json:"verified_at"`
 }
 
-// verificationKey is per endpoint and per account (a hash of the token,
-// never the token), since SSLCI's verifications belong to an account. Keys
-// are made safe with certmagic.StorageKeys.Safe, as certmagic's own are.
-func (iss *Issuer) verificationKey(name string) string {
-	return path.Join("sslci", certmagic.StorageKeys.Safe(iss.IssuerKey()), iss.account, "verifications", certmagic.StorageKeys.Safe(name)+".json")
-}
-
 // recentVerification returns the record of name if SSLCI confirmed it
 // recently enough for finalize to use it.
 func (iss *Issuer) recentVerification(ctx context.Context, name string) (verificationRecord, bool) {
 	var rec verificationRecord
-	data, err := iss.getStorage().Load(ctx, iss.verificationKey(name))
+	data, err := iss.Ledger.Storage().Load(ctx, iss.Ledger.Keys.Verification(name))
 	if err != nil {
 		if !errors.Is(err, fs.ErrNotExist) {
-			iss.logger.Warn("reading a verification record", zap.String("identifier", name), zap.Error(err))
+			iss.Logger.Warn("reading a verification record", zap.String("identifier", name), zap.Error(err))
 		}
 		return rec, false
 	}
 	if err := json.Unmarshal(data, &rec); err != nil {
-		iss.logger.Warn("ignoring a corrupt verification record", zap.String("identifier", name), zap.Error(err))
+		iss.Logger.Warn("ignoring a corrupt verification record", zap.String("identifier", name), zap.Error(err))
 		return rec, false
 	}
 	rec.Domain = name
@@ -62,14 +53,14 @@ func (iss *Issuer) recentVerification(ctx context.Context, name string) (verific
 
 func (iss *Issuer) rememberVerification(ctx context.Context, name string, orderID int64) {
 	data, _ := json.Marshal(verificationRecord{Domain: name, OrderID: orderID, VerifiedAt: time.Now().UTC()})
-	if err := iss.getStorage().Store(ctx, iss.verificationKey(name), data); err != nil {
+	if err := iss.Ledger.Storage().Store(ctx, iss.Ledger.Keys.Verification(name), data); err != nil {
 		// Not fatal: the next issuance verifies the name again.
-		iss.logger.Warn("storing a verification record", zap.String("identifier", name), zap.Error(err))
+		iss.Logger.Warn("storing a verification record", zap.String("identifier", name), zap.Error(err))
 	}
 }
 
 func (iss *Issuer) forgetVerification(ctx context.Context, name string) {
-	if err := iss.getStorage().Delete(ctx, iss.verificationKey(name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		iss.logger.Warn("deleting a verification record", zap.String("identifier", name), zap.Error(err))
+	if err := iss.Ledger.Storage().Delete(ctx, iss.Ledger.Keys.Verification(name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		iss.Logger.Warn("deleting a verification record", zap.String("identifier", name), zap.Error(err))
 	}
 }

@@ -1,4 +1,4 @@
-package sslci
+package issuance
 
 import (
 	"context"
@@ -15,28 +15,28 @@ import (
 // issuer.go calls these in one line each.
 
 // verificationRequested: SSLCI created order v.OrderID for name.
-func (r *issuance) verificationRequested(name string, v *api.Verification) {
-	r.iss.metrics.verification(r.iss.Method, verificationRequested)
+func (r *run) verificationRequested(name string, v *api.Verification) {
+	r.iss.Metrics.Verification(r.iss.Method, VerificationRequested)
 	r.logger.Info("verification requested", zap.String("identifier", name),
 		zap.Int64("order_id", v.OrderID), zap.String("method", r.iss.Method))
 }
 
 // verificationDone ends a requested verification: confirmed when err is
 // nil, else failed, and the error keeps the name and method for its hint.
-func (r *issuance) verificationDone(name string, v *api.Verification, err error) error {
+func (r *run) verificationDone(name string, v *api.Verification, err error) error {
 	if err != nil {
-		r.iss.metrics.verification(r.iss.Method, verificationFailed)
+		r.iss.Metrics.Verification(r.iss.Method, VerificationFailed)
 		return &verifyError{name: name, method: r.iss.Method, err: err}
 	}
-	r.iss.metrics.verification(r.iss.Method, verificationConfirmed)
+	r.iss.Metrics.Verification(r.iss.Method, VerificationConfirmed)
 	r.logger.Info("verification confirmed", zap.String("identifier", name), zap.Int64("order_id", v.OrderID))
 	return nil
 }
 
 // verificationReused: name was verified recently (rec), so it is not
 // verified again; its order is kept for the certificate's metadata.
-func (r *issuance) verificationReused(rec verificationRecord) {
-	r.iss.metrics.verification(r.iss.Method, verificationReused)
+func (r *run) verificationReused(rec verificationRecord) {
+	r.iss.Metrics.Verification(r.iss.Method, VerificationReused)
 	r.mu.Lock()
 	r.reused[rec.Domain] = rec.OrderID
 	r.mu.Unlock()
@@ -47,23 +47,23 @@ func (r *issuance) verificationReused(rec verificationRecord) {
 
 // refused counts a certificate Issue refuses and marks err for its hint.
 // keySource is "unknown" when the check failed before the key was known.
-func (r *issuance) refused(keySource string, err error) error {
-	r.iss.metrics.refused(keySource)
+func (r *run) refused(keySource string, err error) error {
+	r.iss.Metrics.Refused(keySource)
 	return &refusedError{requireCSRKey: keySource == "sslci" && r.iss.RequireCSRKey, err: err}
 }
 
 // The api client's log lines (a retry, a slow-down) name the identifier
-// of the request: withLogNames puts it in the request's context, and
-// namesHandler, the client's slog handler, adds it to each line.
+// of the request: WithLogNames puts it in the request's context, and
+// NamesHandler, the client's slog handler, adds it to each line.
 type logNamesKey struct{}
 
-func withLogNames(ctx context.Context, names ...string) context.Context {
+func WithLogNames(ctx context.Context, names ...string) context.Context {
 	return context.WithValue(ctx, logNamesKey{}, names)
 }
 
-type namesHandler struct{ slog.Handler }
+type NamesHandler struct{ slog.Handler }
 
-func (h namesHandler) Handle(ctx context.Context, rec slog.Record) error {
+func (h NamesHandler) Handle(ctx context.Context, rec slog.Record) error {
 	switch names, _ := ctx.Value(logNamesKey{}).([]string); len(names) {
 	case 0:
 	case 1:
@@ -76,10 +76,10 @@ func (h namesHandler) Handle(ctx context.Context, rec slog.Record) error {
 	return h.Handler.Handle(ctx, rec)
 }
 
-func (h namesHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
-	return namesHandler{h.Handler.WithAttrs(attrs)}
+func (h NamesHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return NamesHandler{h.Handler.WithAttrs(attrs)}
 }
 
-func (h namesHandler) WithGroup(name string) slog.Handler {
-	return namesHandler{h.Handler.WithGroup(name)}
+func (h NamesHandler) WithGroup(name string) slog.Handler {
+	return NamesHandler{h.Handler.WithGroup(name)}
 }

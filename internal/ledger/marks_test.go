@@ -1,4 +1,4 @@
-package sslci
+package ledger
 
 import (
 	"slices"
@@ -35,43 +35,42 @@ func TestCommandMarks(t *testing.T) {
 			{ID: 1003, Domains: []string{"f.test"}, Status: "pending"}, // another client's
 		},
 	}
-	orders := []orderRecord{
-		{Domain: "a.test", SentAt: old, State: statePending, OrderID: 1001, key: "o1"},
-		{Domain: "b.test", SentAt: recent, State: statePending, OrderID: 1002, key: "o2"},
+	orders := []OrderRecord{
+		{Domain: "a.test", SentAt: old, State: StatePending, OrderID: 1001, Key: "o1"},
+		{Domain: "b.test", SentAt: recent, State: StatePending, OrderID: 1002, Key: "o2"},
 	}
-	certs := []certRecord{
-		{Names: []string{"a.test"}, SentAt: old, State: stateStored, NotAfter: earlier, key: "c1"},
-		{Names: []string{"a.test"}, SentAt: old, State: stateObtained, NotAfter: end, key: "c2"},
-		{Names: []string{"b.test"}, SentAt: old, State: stateRefused, NotAfter: end, key: "c3"},
-		{Names: []string{"c.test"}, SentAt: old, State: stateObtained, NotAfter: end, key: "c4"},
-		{Names: []string{"d.test"}, SentAt: recent, State: stateObtained, NotAfter: end, key: "c5"},
+	certs := []CertRecord{
+		{Names: []string{"a.test"}, SentAt: old, State: StateStored, NotAfter: earlier, Key: "c1"},
+		{Names: []string{"a.test"}, SentAt: old, State: StateObtained, NotAfter: end, Key: "c2"},
+		{Names: []string{"b.test"}, SentAt: old, State: StateRefused, NotAfter: end, Key: "c3"},
+		{Names: []string{"c.test"}, SentAt: old, State: StateObtained, NotAfter: end, Key: "c4"},
+		{Names: []string{"d.test"}, SentAt: recent, State: StateObtained, NotAfter: end, Key: "c5"},
 	}
-	leaves := []leafInStorage{{key: "certificates/x/a.test/a.test.crt", names: []string{"a.test"}, notAfter: end.Unix()}}
-	v := newLedgerView(list, orders, certs, leaves, now)
+	leaves := []Leaf{{Key: "certificates/x/a.test/a.test.crt", Names: []string{"a.test"}, NotAfter: end}}
+	m := mark(list, orders, certs, leaves, now)
 
 	wantCerts := map[int64][2]string{
-		1: {markSuperseded, "by 2"}, // the one served
-		2: {markServed, "certificates/x/a.test/a.test.crt"},
-		3: {markRefused, ""},
-		4: {markUnused, ""},
-		5: {markInProgress, ""},
-		6: {markForeign, ""},
-		7: {markForeign, ""},
+		1: {MarkSuperseded, "by 2"}, // the one served
+		2: {MarkServed, "certificates/x/a.test/a.test.crt"},
+		3: {MarkRefused, ""},
+		4: {MarkUnused, ""},
+		5: {MarkInProgress, ""},
+		6: {MarkForeign, ""},
+		7: {MarkForeign, ""},
 	}
-	for _, c := range list.Certificates {
-		mark, note := markCertificate(c, list.Certificates, leaves, v.certificate(c))
-		if got := [2]string{mark, note}; got != wantCerts[c.ID] {
+	for _, c := range m.Certificates {
+		if got := [2]string{c.Mark, c.Note}; got != wantCerts[c.ID] {
 			t.Errorf("certificate %d: %q, want %q", c.ID, got, wantCerts[c.ID])
 		}
 	}
-	wantOrders := map[int64]string{1001: markUnused, 1002: markInProgress, 1003: markForeign}
-	for _, o := range list.PendingOrders {
-		if got := markOrder(v.order(o)); got != wantOrders[o.ID] {
+	wantOrders := map[int64]string{1001: MarkUnused, 1002: MarkInProgress, 1003: MarkForeign}
+	for _, o := range m.PendingOrders {
+		if got := o.Mark; got != wantOrders[o.ID] {
 			t.Errorf("order %d: %q, want %q", o.ID, got, wantOrders[o.ID])
 		}
 	}
 
-	got := v.resolved(map[string]bool{objectKey(api.RecordCertificate, 3): true, objectKey(api.RecordOrder, 1001): true, objectKey(api.RecordCertificate, 1): true})
+	got := m.view.resolved(map[string]bool{objectKey(api.RecordCertificate, 3): true, objectKey(api.RecordOrder, 1001): true, objectKey(api.RecordCertificate, 1): true})
 	slices.Sort(got)
 	if want := []string{"c3", "o1"}; !slices.Equal(got, want) {
 		t.Errorf("records resolved = %v, want %v", got, want)

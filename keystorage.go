@@ -14,7 +14,7 @@ package sslci
 // certmagic refuses for good ("unusable certificate") after a crash. So
 // instead SetConfig wraps the config's Storage in keyStorage:
 //
-//   - Issue keeps SSLCI's key in storage (keptKeyPath, named by the SHA-256
+//   - Issue keeps SSLCI's key in storage (ledger.Keys.KeptKey, named by the SHA-256
 //     of its public key) before returning, and remembers it in memory by the
 //     SHA-256 of the CSR's public key.
 //   - Store of SitePrivateKey for this issuer: if the key certmagic writes is
@@ -50,25 +50,21 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/hex"
-	"encoding/pem"
+	"errors"
 	"fmt"
 	"io/fs"
-	"path"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/caddyserver/certmagic"
 	"go.uber.org/zap"
+
+	"github.com/sslci/caddy-sslci/internal/ledger"
 )
 
 // keptKeyTTL is how long a kept key may wait for its certificate: certmagic
 // stores it within seconds of Issue returning, so an older one is stale.
 const keptKeyTTL = 24 * time.Hour
-
-// certmagic's lock for obtaining or renewing a name (lockKey in config.go).
-const issueLockPrefix = "issue_cert_"
 
 // serverKeys are SSLCI's keys that Issue returned certificates for, until
 // certmagic has stored the certificate.
@@ -83,13 +79,7 @@ type pendingKey struct {
 }
 
 // keptKeyPath is where SSLCI's key waits in storage, named by its public key.
-func (iss *Issuer) keptKeyPath(spki [32]byte) string {
-	return path.Join(iss.keptKeysDir(), hex.EncodeToString(spki[:])+".pem")
-}
-
-func (iss *Issuer) keptKeysDir() string {
-	return path.Join("sslci", certmagic.StorageKeys.Safe(iss.IssuerKey()), "keys")
-}
+func (iss *Issuer) keptKeyPath(spki [32]byte) string { return iss.ledger.Keys.KeptKey(spki) }
 
 // keepServerKey makes SSLCI's key for leaf durable, and known to keyStorage
 // by the CSR's public key, before Issue returns the certificate.
@@ -119,7 +109,7 @@ func (iss *Issuer) keepServerKey(ctx context.Context, csr *x509.CertificateReque
 // certificate was never stored. Storages that report no modification time
 // keep them.
 func (iss *Issuer) removeStaleKeptKeys(ctx context.Context, storage certmagic.Storage) {
-	keys, err := storage.List(ctx, iss.keptKeysDir(), false)
+	keys, err := storage.List(ctx, iss.ledger.Keys.KeptKeys(), false)
 	if err != nil {
 		return
 	}
@@ -157,35 +147,24 @@ func (iss *Issuer) guardKeys(cfg *certmagic.Config) {
 	if ks, ok := cfg.Storage.(*keyStorage); cfg.Storage == nil || ok && ks.iss == iss {
 		return
 	}
-	cfg.Storage = &keyStorage{Storage: cfg.Storage, iss: iss, prefix: certmagic.StorageKeys.CertsPrefix(iss.IssuerKey()) + "/"}
+	cfg.Storage = &keyStorage{Storage: cfg.Storage, iss: iss, keys: iss.ledger.Keys}
 }
 
 // keyStorage is certmagic's storage, as seen by certmagic, for a policy with
 // this issuer. See the top of this file.
 type keyStorage struct {
 	certmagic.Storage
-	iss    *Issuer
-	prefix string // this issuer's certificates
+	iss  *Issuer
+	keys ledger.Keys
 
 	mu   sync.Mutex
 	held map[string]int // locks this Caddy holds through this storage
 }
 
-// site returns the name whose file of this issuer key is, if it is the one
-// of kind (certmagic.StorageKeys.SitePrivateKey or SiteCert).
-func (ks *keyStorage) site(key string, kind func(issuerKey, domain string) string) (string, bool) {
-	rest, ok := strings.CutPrefix(key, ks.prefix)
-	dir, _, ok2 := strings.Cut(rest, "/")
-	if !ok || !ok2 || kind(ks.iss.IssuerKey(), dir) != key {
-		return "", false
-	}
-	return dir, true
-}
-
 // Store writes SSLCI's key in place of the CSR's, and deletes the kept key
 // once its certificate is stored beside it.
 func (ks *keyStorage) Store(ctx context.Context, key string, value []byte) error {
-	if name, ok := ks.site(key, certmagic.StorageKeys.SitePrivateKey); ok {
+	if name, ok := ks.keys.Site(key, ledger.Keys.SiteKey); ok {
 		if p, csr, ok := ks.iss.serverKeyFor(value); ok {
 			if err := ks.Storage.Store(ctx, key, p.pem); err != nil {
 				return err
@@ -200,7 +179,7 @@ func (ks *keyStorage) Store(ctx context.Context, key string, value []byte) error
 	if err := ks.Storage.Store(ctx, key, value); err != nil {
 		return err
 	}
-	if name, ok := ks.site(key, certmagic.StorageKeys.SiteCert); ok {
+	if name, ok := ks.keys.Site(key, ledger.Keys.SiteCert); ok {
 		ks.dropKeptKey(ctx, name, value)
 	}
 	return nil
@@ -209,19 +188,15 @@ func (ks *keyStorage) Store(ctx context.Context, key string, value []byte) error
 // dropKeptKey deletes the kept key of the certificate just stored for name,
 // if the key stored beside it is that key.
 func (ks *keyStorage) dropKeptKey(ctx context.Context, name string, certPEM []byte) {
-	block, _ := pem.Decode(certPEM)
-	if block == nil {
-		return
-	}
-	leaf, err := x509.ParseCertificate(block.Bytes)
+	leaf, err := ledger.ParseLeaf(certPEM)
 	if err != nil {
 		return
 	}
-	kept := ks.iss.keptKeyPath(sha256.Sum256(leaf.RawSubjectPublicKeyInfo))
+	kept := ks.keys.KeptKey(sha256.Sum256(leaf.RawSubjectPublicKeyInfo))
 	if !ks.Storage.Exists(ctx, kept) {
 		return
 	}
-	keyPEM, err := ks.Storage.Load(ctx, certmagic.StorageKeys.SitePrivateKey(ks.iss.IssuerKey(), name))
+	keyPEM, err := ks.Storage.Load(ctx, ks.keys.SiteKey(name))
 	if err != nil {
 		return
 	}
@@ -235,7 +210,7 @@ func (ks *keyStorage) dropKeptKey(ctx context.Context, name string, certPEM []by
 
 // Load checks a site's key against its certificate and repairs the pair.
 func (ks *keyStorage) Load(ctx context.Context, key string) ([]byte, error) {
-	name, ok := ks.site(key, certmagic.StorageKeys.SitePrivateKey)
+	name, ok := ks.keys.Site(key, ledger.Keys.SiteKey)
 	if !ok {
 		return ks.Storage.Load(ctx, key)
 	}
@@ -249,12 +224,11 @@ func (ks *keyStorage) Load(ctx context.Context, key string) ([]byte, error) {
 // loadPair reads a site's key and certificate; certPEM is nil if there is
 // no certificate to check the key against.
 func (ks *keyStorage) loadPair(ctx context.Context, name string) (keyPEM, certPEM []byte, err error) {
-	issuerKey := ks.iss.IssuerKey()
-	keyPEM, err = ks.Storage.Load(ctx, certmagic.StorageKeys.SitePrivateKey(issuerKey, name))
+	keyPEM, err = ks.Storage.Load(ctx, ks.keys.SiteKey(name))
 	if err != nil {
 		return nil, nil, err
 	}
-	certPEM, err = ks.Storage.Load(ctx, certmagic.StorageKeys.SiteCert(issuerKey, name))
+	certPEM, err = ks.Storage.Load(ctx, ks.keys.SiteCert(name))
 	if err != nil {
 		return keyPEM, nil, nil // certmagic's own load of it reports the error
 	}
@@ -269,8 +243,10 @@ func pairMatches(certPEM, keyPEM []byte) error {
 // repair makes a site's key and certificate a pair again, under certmagic's
 // issue lock for the name: installs the kept key that matches the
 // certificate, or deletes the set so that certmagic obtains a new one.
+// Storage that cannot say whether a kept key exists leaves the set alone:
+// a later load repairs it.
 func (ks *keyStorage) repair(ctx context.Context, name string) ([]byte, error) {
-	lock := issueLockName(name)
+	lock := ledger.IssueLockOfDir(name)
 	if err := ks.Storage.Lock(ctx, lock); err != nil {
 		return nil, fmt.Errorf("sslci: %s: locking storage to repair a certificate whose private key is not its own: %w", name, err)
 	}
@@ -284,31 +260,28 @@ func (ks *keyStorage) repair(ctx context.Context, name string) ([]byte, error) {
 	if mismatch == nil {
 		return keyPEM, nil // a peer finished writing it
 	}
-	issuerKey := ks.iss.IssuerKey()
 	log := ks.iss.logger.With(zap.String("identifier", name), zap.NamedError("problem", mismatch))
 
-	if block, _ := pem.Decode(certPEM); block != nil {
-		if leaf, err := x509.ParseCertificate(block.Bytes); err == nil {
-			keptPath := ks.iss.keptKeyPath(sha256.Sum256(leaf.RawSubjectPublicKeyInfo))
-			if kept, err := ks.Storage.Load(ctx, keptPath); err == nil && pairMatches(certPEM, kept) == nil {
-				if err := ks.Storage.Store(ctx, certmagic.StorageKeys.SitePrivateKey(issuerKey, name), kept); err != nil {
-					return nil, fmt.Errorf("sslci: %s: installing the kept private key SSLCI generated for the stored certificate: %w", name, err)
-				}
-				if err := ks.Storage.Delete(ctx, keptPath); err != nil {
-					log.Warn("deleting the kept private key after installing it", zap.Error(err))
-				}
-				log.Warn("repaired a stored certificate whose private key was not its own: installed the kept private key SSLCI generated for it")
-				return kept, nil
+	if leaf, err := ledger.ParseLeaf(certPEM); err == nil {
+		keptPath := ks.keys.KeptKey(sha256.Sum256(leaf.RawSubjectPublicKeyInfo))
+		kept, err := ks.Storage.Load(ctx, keptPath)
+		switch {
+		case err == nil && pairMatches(certPEM, kept) == nil:
+			if err := ks.Storage.Store(ctx, ks.keys.SiteKey(name), kept); err != nil {
+				return nil, fmt.Errorf("sslci: %s: installing the kept private key SSLCI generated for the stored certificate: %w", name, err)
 			}
+			if err := ks.Storage.Delete(ctx, keptPath); err != nil {
+				log.Warn("deleting the kept private key after installing it", zap.Error(err))
+			}
+			log.Warn("repaired a stored certificate whose private key was not its own: installed the kept private key SSLCI generated for it")
+			return kept, nil
+		case err != nil && !errors.Is(err, fs.ErrNotExist):
+			return nil, fmt.Errorf("sslci: %s: reading the kept private key for a stored certificate whose private key is not its own; left as it is: %w", name, err)
 		}
 	}
 
 	// The certificate goes first: without it, certmagic obtains again.
-	for _, k := range []string{
-		certmagic.StorageKeys.SiteCert(issuerKey, name),
-		certmagic.StorageKeys.SitePrivateKey(issuerKey, name),
-		certmagic.StorageKeys.SiteMeta(issuerKey, name),
-	} {
+	for _, k := range []string{ks.keys.SiteCert(name), ks.keys.SiteKey(name), ks.keys.SiteMeta(name)} {
 		if err := ks.Storage.Delete(ctx, k); err != nil {
 			return nil, fmt.Errorf("sslci: %s: removing an unusable certificate (its private key is not its own): %w", name, err)
 		}
@@ -317,19 +290,10 @@ func (ks *keyStorage) repair(ctx context.Context, name string) ([]byte, error) {
 	return nil, fmt.Errorf("sslci: %s: removed an unusable certificate: %w", name, fs.ErrNotExist)
 }
 
-// issueLockName is certmagic's issue lock for the name whose storage folder
-// is dir (StorageKeys.Safe spells a leading "*" as "wildcard_").
-func issueLockName(dir string) string {
-	if rest, ok := strings.CutPrefix(dir, "wildcard_"); ok {
-		dir = "*" + rest
-	}
-	return issueLockPrefix + dir
-}
-
 func (ks *keyStorage) holding(name string) bool {
 	ks.mu.Lock()
 	defer ks.mu.Unlock()
-	return ks.held[issueLockName(name)] > 0
+	return ks.held[ledger.IssueLockOfDir(name)] > 0
 }
 
 func (ks *keyStorage) hold(lock string, n int) {

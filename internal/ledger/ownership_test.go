@@ -1,4 +1,4 @@
-package sslci
+package ledger
 
 import (
 	"testing"
@@ -29,18 +29,18 @@ func TestClassify(t *testing.T) {
 			{ID: 5, Domains: []string{"f.test", "g.test"}, Added: sent, Expires: notAfter},        // not ours at all
 		},
 	}
-	orders := []orderRecord{
-		{Domain: "a.test", Floor: 20, State: statePending, OrderID: 21, key: "o1"},
-		{Domain: "b.test", Floor: 20, State: stateSent, key: "o2"},
-		{Domain: "c.test", Floor: 20, State: stateSent, key: "o3"},
-		{Domain: "d.test", Floor: 20, State: stateSent, key: "live"},
+	orders := []OrderRecord{
+		{Domain: "a.test", Floor: 20, State: StatePending, OrderID: 21, Key: "o1"},
+		{Domain: "b.test", Floor: 20, State: StateSent, Key: "o2"},
+		{Domain: "c.test", Floor: 20, State: StateSent, Key: "o3"},
+		{Domain: "d.test", Floor: 20, State: StateSent, Key: "live"},
 	}
-	certs := []certRecord{
-		{Names: []string{"a.test"}, State: stateStored, NotAfter: notAfter, key: "c1"},
-		{Names: []string{"b.test"}, State: stateRefused, NotAfter: notAfter.Add(time.Second), key: "c2"},
-		{Names: []string{"e.test"}, State: stateSent, SentAt: sent, key: "c3"},
+	certs := []CertRecord{
+		{Names: []string{"a.test"}, State: StateStored, NotAfter: notAfter, Key: "c1"},
+		{Names: []string{"b.test"}, State: StateRefused, NotAfter: notAfter.Add(time.Second), Key: "c2"},
+		{Names: []string{"e.test"}, State: StateSent, SentAt: sent, Key: "c3"},
 	}
-	stored := []storedLeaf{{Names: []string{"a.test"}, NotAfter: notAfter}}
+	stored := []Leaf{{Names: []string{"a.test"}, NotAfter: notAfter}}
 	o := classify(list, orders, certs, stored, func(k string) bool { return k == "live" }, now)
 
 	wantOrders := map[int64]owner{10: ownerUnknown, 21: ownerRecorded, 22: ownerLost, 23: ownerUnknown, 24: ownerUnknown, 25: ownerUnknown}
@@ -81,9 +81,9 @@ func TestClassifyHistoryTwins(t *testing.T) {
 		{ID: 2, Domains: []string{"a.test"}, Expires: notAfter}, // another client's, same second
 		{ID: 3, Domains: []string{"b.test"}, Expires: notAfter},
 	}}
-	certs := []certRecord{
-		{Names: []string{"a.test"}, State: stateStored, NotAfter: notAfter, key: "a"},
-		{Names: []string{"b.test"}, State: stateStored, NotAfter: notAfter, key: "b"},
+	certs := []CertRecord{
+		{Names: []string{"a.test"}, State: StateStored, NotAfter: notAfter, Key: "a"},
+		{Names: []string{"b.test"}, State: StateStored, NotAfter: notAfter, Key: "b"},
 	}
 	o := classify(list, nil, certs, nil, func(string) bool { return false }, time.Now())
 	for id, want := range map[int64]owner{1: ownerUnknown, 2: ownerUnknown, 3: ownerHistory} {

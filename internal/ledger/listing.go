@@ -1,4 +1,4 @@
-package sslci
+package ledger
 
 import (
 	"context"
@@ -63,11 +63,17 @@ func listByDir(ctx context.Context, storage certmagic.Storage, prefix string) ([
 func listDir(ctx context.Context, storage certmagic.Storage, dir string) ([]string, error) {
 	for attempt := 1; ; attempt++ {
 		keys, err := storage.List(ctx, dir, false)
-		switch {
-		case !errors.Is(err, fs.ErrNotExist):
+		if !errors.Is(err, fs.ErrNotExist) {
 			return keys, err
-		case !storage.Exists(ctx, dir):
+		}
+		// Only a directory that is not there is empty: a Stat that fails
+		// otherwise says nothing (Exists would say false).
+		_, statErr := storage.Stat(ctx, dir)
+		switch {
+		case errors.Is(statErr, fs.ErrNotExist):
 			return nil, nil
+		case statErr != nil:
+			return nil, fmt.Errorf("listing %s: %w", dir, statErr)
 		case attempt == listCutAttempts:
 			return nil, fmt.Errorf("listing %s: entries kept going away during the listing (%d attempts): %v", dir, attempt, err)
 		}

@@ -1,0 +1,54 @@
+package issuance
+
+import (
+	"errors"
+	"maps"
+	"testing"
+
+	"github.com/sslci/caddy-sslci/api"
+	"github.com/sslci/caddy-sslci/sslcitest"
+)
+
+// The retry budget, counted exactly: a step that keeps failing costs
+// DefaultRetry.Attempts requests of its operation and no more (the client
+// retries nothing of its own), plus, for a POST whose answer may be lost,
+// one reconciliation list before each new attempt. The list before the
+// first verification request (the id floor) and the one on the way out
+// (the failed call settles what its lost answers left) come once.
+func TestRetryBudget(t *testing.T) {
+	n := DefaultRetry.Attempts
+	for _, tc := range []struct {
+		op    sslcitest.Op
+		fault sslcitest.Fault
+		want  map[sslcitest.Op]int
+	}{
+		// A 500 may come after processing: reconciled before each resend.
+		{sslcitest.OpRequest, sslcitest.FaultServerError, map[sslcitest.Op]int{
+			sslcitest.OpList: 1 + (n - 1) + 1, sslcitest.OpRequest: n}},
+		// A 429 certainly was not processed: sent again without a list.
+		{sslcitest.OpRequest, sslcitest.FaultRateLimit, map[sslcitest.Op]int{
+			sslcitest.OpList: 1, sslcitest.OpRequest: n}},
+		// A confirm is a PUT: sent again as it is; the order is cancelled.
+		{sslcitest.OpConfirm, sslcitest.FaultHTML, map[sslcitest.Op]int{
+			sslcitest.OpList: 1, sslcitest.OpRequest: 1, sslcitest.OpConfirm: n, sslcitest.OpDelete: 1}},
+		{sslcitest.OpFinalize, sslcitest.FaultDrop, map[sslcitest.Op]int{
+			sslcitest.OpList: 1 + (n - 1) + 1, sslcitest.OpRequest: 1, sslcitest.OpConfirm: 1, sslcitest.OpFinalize: n}},
+	} {
+		t.Run(string(tc.op)+" "+string(tc.fault), func(t *testing.T) {
+			t.Parallel() // a 429's Retry-After holds the client a second each time
+			e := newEnv(t, sslcitest.Options{SignCSR: true})
+			e.sim.InjectFault(tc.op, tc.fault, 1000)
+			_, err := e.issue("budget.test")
+			if !Transient(err) {
+				t.Fatalf("Issue: %v; want the step's transient failure", err)
+			}
+			if got := e.requests(); !maps.Equal(got, tc.want) {
+				t.Errorf("requests %v, want %v", got, tc.want)
+			}
+			var ae *api.Error
+			if errors.As(err, &ae) && ae.Attempts > 1 {
+				t.Errorf("the API client retried on its own: %d attempts", ae.Attempts)
+			}
+		})
+	}
+}

@@ -1,0 +1,120 @@
+package ledger
+
+import (
+	"encoding/hex"
+	"path"
+	"strings"
+
+	"github.com/caddyserver/certmagic"
+)
+
+// This file is the one home of every storage key and lock name the issuer
+// uses, its own and certmagic's, as certmagic's KeyBuilder is for certmagic.
+// Under the storage's root:
+//
+//	sslci/<issuer key>/<account>/ledger/floor.json
+//	sslci/<issuer key>/<account>/ledger/orders/<domain>/<unique>.json
+//	sslci/<issuer key>/<account>/ledger/certificates/<first name>/<unique>.json
+//	sslci/<issuer key>/<account>/verifications/<domain>.json
+//	sslci/<issuer key>/keys/<sha256 of a public key>.pem     SSLCI's keys, kept
+//	acme/<issuer key>/challenge_tokens/<domain>.json         HTTP challenges
+//	certificates/<issuer key>/<names key>/...                certmagic's own
+//
+// Each part is made safe with certmagic.StorageKeys.Safe, as certmagic's
+// own keys are. The account is a non-secret id of the token, never the token.
+
+// Keys builds the storage keys of one issuer and account.
+type Keys struct {
+	IssuerKey string // the issuer's IssuerKey
+	Account   string // a hash of the token
+}
+
+func safe(s string) string { return certmagic.StorageKeys.Safe(s) }
+
+func (k Keys) issuerDir() string { return path.Join("sslci", safe(k.IssuerKey)) }
+
+// LedgerDir holds every ledger record of the account.
+func (k Keys) LedgerDir() string { return path.Join(k.issuerDir(), k.Account, "ledger") }
+
+// Record kinds: the folders under LedgerDir.
+const (
+	kindOrders = "orders"
+	kindCerts  = "certificates"
+)
+
+// recordsDir is the folder of one kind's records filed under name (a
+// certificate's under its first name, sorted).
+func (k Keys) recordsDir(kind, name string) string { return path.Join(k.LedgerDir(), kind, safe(name)) }
+
+// Floor is the record of the highest ids seen at the account.
+func (k Keys) Floor() string { return path.Join(k.LedgerDir(), "floor.json") }
+
+// Verification is where the record of name's last confirmed verification is.
+func (k Keys) Verification(name string) string {
+	return path.Join(k.issuerDir(), k.Account, "verifications", safe(name)+".json")
+}
+
+// KeptKeys is the folder where SSLCI's keys wait for their certificate.
+func (k Keys) KeptKeys() string { return path.Join(k.issuerDir(), "keys") }
+
+// KeptKey is where SSLCI's key with this public key (the SHA-256 of its
+// SubjectPublicKeyInfo) waits.
+func (k Keys) KeptKey(spki [32]byte) string {
+	return path.Join(k.KeptKeys(), hex.EncodeToString(spki[:])+".pem")
+}
+
+// Challenge is where certmagic's HTTP-challenge handler looks for a
+// challenge of this issuer: distributedSolver.challengeTokensKey under
+// storageKeyACMECAPrefix(IssuerKey()), both unexported in certmagic.
+func (k Keys) Challenge(domain string) string {
+	return path.Join("acme", safe(k.IssuerKey), "challenge_tokens", safe(domain)+".json")
+}
+
+// CertsDir is certmagic's folder of this issuer's certificates.
+func (k Keys) CertsDir() string { return certmagic.StorageKeys.CertsPrefix(k.IssuerKey) }
+
+// The files certmagic stores for a certificate, by its names key.
+func (k Keys) SiteCert(namesKey string) string {
+	return certmagic.StorageKeys.SiteCert(k.IssuerKey, namesKey)
+}
+func (k Keys) SiteKey(namesKey string) string {
+	return certmagic.StorageKeys.SitePrivateKey(k.IssuerKey, namesKey)
+}
+func (k Keys) SiteMeta(namesKey string) string {
+	return certmagic.StorageKeys.SiteMeta(k.IssuerKey, namesKey)
+}
+
+// NamesKey is certmagic's name for the certificate of a set of names
+// (CertificateResource.NamesKey: sorted, joined by commas, truncated).
+func NamesKey(names []string) string {
+	return (&certmagic.CertificateResource{SANs: append([]string(nil), names...)}).NamesKey()
+}
+
+// Site says whether key is the file of kind (SiteKey, SiteCert or
+// SiteMeta) of one of this issuer's certificates, and of which names key.
+func (k Keys) Site(key string, kind func(Keys, string) string) (namesKey string, ok bool) {
+	rest, ok := strings.CutPrefix(key, k.CertsDir()+"/")
+	dir, _, ok2 := strings.Cut(rest, "/")
+	if !ok || !ok2 || kind(k, dir) != key {
+		return "", false
+	}
+	return dir, true
+}
+
+// issueLockPrefix: certmagic's lock for obtaining or renewing a name is
+// "issue_cert_" + the name (Config.lockKey in its config.go).
+const issueLockPrefix = "issue_cert_"
+
+// IssueLock is certmagic's lock of name, held while it obtains or renews
+// a certificate for it: the issuer's reconciliation, prune, the key repair
+// and delete_replaced take it too, so that none races an issuance.
+func IssueLock(name string) string { return issueLockPrefix + name }
+
+// IssueLockOfDir is the lock of the certificate stored in the folder dir
+// (StorageKeys.Safe spells a leading "*" as "wildcard_").
+func IssueLockOfDir(dir string) string {
+	if rest, ok := strings.CutPrefix(dir, "wildcard_"); ok {
+		dir = "*" + rest
+	}
+	return IssueLock(dir)
+}

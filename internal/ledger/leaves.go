@@ -1,0 +1,130 @@
+package ledger
+
+import (
+	"bytes"
+	"context"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io/fs"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/certmagic"
+)
+
+// This file reads the certificates certmagic stores for this issuer: what
+// reconciliation must never delete at SSLCI. Reading one that fails for
+// another reason than "not exist" is an error, never "not stored": a
+// certificate that cannot be read for a moment is still served by Caddy.
+
+// Leaf is a certificate certmagic stores for this issuer.
+type Leaf struct {
+	Key      string   // its storage key
+	Names    []string // NormalNames of its DNS names
+	NotAfter time.Time
+}
+
+// ParseCertificates parses the PEM CERTIFICATE blocks of data, in order,
+// skipping other blocks; data with no PEM block at all is an error.
+func ParseCertificates(data []byte) ([]*x509.Certificate, error) {
+	var certs []*x509.Certificate
+	for {
+		var block *pem.Block
+		block, data = pem.Decode(data)
+		if block == nil {
+			break
+		}
+		if block.Type != "CERTIFICATE" {
+			continue
+		}
+		c, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, err
+		}
+		certs = append(certs, c)
+	}
+	if len(certs) == 0 && len(bytes.TrimSpace(data)) > 0 {
+		return nil, errors.New("no PEM certificate found")
+	}
+	return certs, nil
+}
+
+// ParseLeaf is the first certificate of a PEM chain.
+func ParseLeaf(data []byte) (*x509.Certificate, error) {
+	certs, err := ParseCertificates(data)
+	if err != nil {
+		return nil, err
+	}
+	if len(certs) == 0 {
+		return nil, errors.New("no certificate")
+	}
+	return certs[0], nil
+}
+
+// ReadLeaf reads the certificate stored at key: nil if there is none, or
+// if it does not parse (certmagic reports that one itself); an error if
+// storage cannot say.
+func ReadLeaf(ctx context.Context, storage certmagic.Storage, key string) (*Leaf, error) {
+	data, err := storage.Load(ctx, key)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading the stored certificate %s: %w", key, err)
+	}
+	leaf, err := ParseLeaf(data)
+	if err != nil {
+		return nil, nil
+	}
+	return &Leaf{Key: key, Names: NormalNames(leaf.DNSNames), NotAfter: leaf.NotAfter}, nil
+}
+
+// leavesFor reads the leaves certmagic stores for each set of names.
+func (l *Ledger) leavesFor(ctx context.Context, sets [][]string) ([]Leaf, error) {
+	var out []Leaf
+	for _, names := range sets {
+		leaf, err := ReadLeaf(ctx, l.Storage(), l.Keys.SiteCert(NamesKey(names)))
+		if err != nil {
+			return nil, err
+		}
+		if leaf != nil {
+			out = append(out, *leaf)
+		}
+	}
+	return out, nil
+}
+
+// StoredLeaves reads every certificate certmagic stores for this issuer
+// (certificates/<issuer key>/<names key>/<names key>.crt).
+func (l *Ledger) StoredLeaves(ctx context.Context) ([]Leaf, error) {
+	storage := l.Storage()
+	keys, err := listTree(ctx, storage, l.Keys.CertsDir())
+	if err != nil {
+		return nil, fmt.Errorf("listing the stored certificates: %w", err)
+	}
+	var leaves []Leaf
+	for _, key := range keys {
+		if !strings.HasSuffix(key, ".crt") {
+			continue
+		}
+		leaf, err := ReadLeaf(ctx, storage, key)
+		if err != nil {
+			return nil, err
+		}
+		if leaf != nil {
+			leaves = append(leaves, *leaf)
+		}
+	}
+	return leaves, nil
+}
+
+func storedAs(leaves []Leaf, names []string, notAfter int64) *Leaf {
+	i := slices.IndexFunc(leaves, func(s Leaf) bool { return slices.Equal(s.Names, names) && s.NotAfter.Unix() == notAfter })
+	if i < 0 {
+		return nil
+	}
+	return &leaves[i]
+}
