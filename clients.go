@@ -103,6 +103,9 @@ func (iss *Issuer) loadClient(ctx caddy.Context) error {
 
 // Cleanup lets go of the issuer's API client.
 func (iss *Issuer) Cleanup() error {
+	if iss.stop != nil {
+		iss.stop()
+	}
 	if iss.ledger != nil {
 		iss.ledger.StopSweep()
 	}

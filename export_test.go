@@ -19,3 +19,11 @@ func SetSweepDelay(d time.Duration) (restore func()) {
 
 // Hint is what Issue adds to its errors, for causes Issue cannot reach.
 func Hint(err error) error { return issuance.Hint(err, nil) }
+
+// SetRepairRetryDelay sets how long after a key repair that storage errors
+// left undone it is tried again.
+func SetRepairRetryDelay(d time.Duration) (restore func()) {
+	old := repairRetryDelay
+	repairRetryDelay = d
+	return func() { repairRetryDelay = old }
+}

@@ -13,7 +13,8 @@ import (
 // faultStorage is certmagic's FileStorage with its writes (Store and
 // Delete) recorded, and one of them failed, or stopped at: then that write
 // and every later one never reach the disk, as if the process had been
-// killed at that write. Reads and locks pass through.
+// killed at that write; and the reads its plan's failRead says fail.
+// Locks pass through.
 type faultStorage struct {
 	*certmagic.FileStorage
 	plan *faultPlan
@@ -24,6 +25,10 @@ type faultStorage struct {
 type faultPlan struct {
 	failAt int  // the 1-based write that fails; 0: none
 	kill   bool // the write at failAt and all later ones hang until their context ends
+
+	// failRead, when set, fails the reads (Load, Stat, List) it returns an
+	// error for, as a flaky network storage may.
+	failRead func(op, key string) error
 
 	mu       sync.Mutex
 	writes   []storageWrite
@@ -100,6 +105,44 @@ func (s faultStorage) Store(ctx context.Context, key string, value []byte) error
 
 func (s faultStorage) Delete(ctx context.Context, key string) error {
 	return s.plan.write(ctx, "delete", key, nil, func() error { return s.FileStorage.Delete(ctx, key) })
+}
+
+func (p *faultPlan) read(op, key string) error {
+	p.mu.Lock()
+	fail := p.failRead
+	p.mu.Unlock()
+	if fail == nil {
+		return nil
+	}
+	return fail(op, key)
+}
+
+// setFailRead sets which reads fail (nil: none).
+func (p *faultPlan) setFailRead(fail func(op, key string) error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.failRead = fail
+}
+
+func (s faultStorage) Load(ctx context.Context, key string) ([]byte, error) {
+	if err := s.plan.read("load", key); err != nil {
+		return nil, err
+	}
+	return s.FileStorage.Load(ctx, key)
+}
+
+func (s faultStorage) Stat(ctx context.Context, key string) (certmagic.KeyInfo, error) {
+	if err := s.plan.read("stat", key); err != nil {
+		return certmagic.KeyInfo{}, err
+	}
+	return s.FileStorage.Stat(ctx, key)
+}
+
+func (s faultStorage) List(ctx context.Context, prefix string, recursive bool) ([]string, error) {
+	if err := s.plan.read("list", prefix); err != nil {
+		return nil, err
+	}
+	return s.FileStorage.List(ctx, prefix, recursive)
 }
 
 // String is FileStorage's, with a prefix: certmagic and Caddy tell storages apart by it.

@@ -147,7 +147,7 @@ func (iss *Issuer) guardKeys(cfg *certmagic.Config) {
 	if ks, ok := cfg.Storage.(*keyStorage); cfg.Storage == nil || ok && ks.iss == iss {
 		return
 	}
-	cfg.Storage = &keyStorage{Storage: cfg.Storage, iss: iss, keys: iss.ledger.Keys}
+	cfg.Storage = &keyStorage{Storage: cfg.Storage, iss: iss, keys: iss.ledger.Keys, cfg: cfg}
 }
 
 // keyStorage is certmagic's storage, as seen by certmagic, for a policy with
@@ -156,10 +156,16 @@ type keyStorage struct {
 	certmagic.Storage
 	iss  *Issuer
 	keys ledger.Keys
+	cfg  *certmagic.Config // whose storage this is
 
-	mu   sync.Mutex
-	held map[string]int // locks this Caddy holds through this storage
+	mu       sync.Mutex
+	held     map[string]int  // locks this Caddy holds through this storage
+	retrying map[string]bool // names whose repair is to be tried again
 }
+
+// repairRetryDelay is how long after a repair that storage errors left
+// undone it is tried again.
+var repairRetryDelay = time.Minute
 
 // Store writes SSLCI's key in place of the CSR's, and deletes the kept key
 // once its certificate is stored beside it.
@@ -218,7 +224,45 @@ func (ks *keyStorage) Load(ctx context.Context, key string) ([]byte, error) {
 	if err != nil || certPEM == nil || pairMatches(certPEM, keyPEM) == nil || ks.holding(name) {
 		return keyPEM, err
 	}
-	return ks.repair(ctx, name)
+	keyPEM, err = ks.repair(ctx, name)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		ks.iss.logger.Warn("repairing a stored certificate whose private key is not its own: left as it is; tried again later",
+			zap.String("identifier", name), zap.Duration("retry_in", repairRetryDelay), zap.Error(err))
+		ks.retryLater(name)
+	}
+	return keyPEM, err
+}
+
+// retryLater tries a repair again, once storage may answer: certmagic
+// gives up on a name whose certificate it could not load for another
+// reason than "not exist" (until a restart), so the issuer asks it to
+// manage the name again, and its load comes through Load once more.
+func (ks *keyStorage) retryLater(name string) {
+	ks.mu.Lock()
+	defer ks.mu.Unlock()
+	if ks.retrying[name] || ks.cfg == nil || ks.iss.stopped == nil {
+		return
+	}
+	if ks.retrying == nil {
+		ks.retrying = make(map[string]bool)
+	}
+	ks.retrying[name] = true
+	stop := ks.iss.stopped
+	go func() {
+		t := time.NewTimer(repairRetryDelay)
+		defer t.Stop()
+		select {
+		case <-stop.Done():
+			return
+		case <-t.C:
+		}
+		ks.mu.Lock()
+		delete(ks.retrying, name)
+		ks.mu.Unlock()
+		if err := ks.cfg.ManageAsync(stop, []string{name}); err != nil {
+			ks.iss.logger.Warn("managing a name again after a repair left undone", zap.String("identifier", name), zap.Error(err))
+		}
+	}()
 }
 
 // loadPair reads a site's key and certificate; certPEM is nil if there is

@@ -6,6 +6,7 @@
 package sslci
 
 import (
+	"context"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
@@ -123,6 +124,11 @@ type Issuer struct {
 	engine *issuance.Issuer // the flow of one Issue
 
 	replaced replacedDeletions // delete_replaced: replaced.go
+
+	// stopped is done once the issuer is cleaned up: what runs in the
+	// background for it stops.
+	stopped context.Context
+	stop    context.CancelFunc
 }
 
 // CaddyModule returns the Caddy module information.
@@ -139,6 +145,7 @@ func (*Issuer) CaddyModule() caddy.ModuleInfo {
 // package's it returns, start with "sslci: ".
 func (iss *Issuer) Provision(ctx caddy.Context) error {
 	iss.logger = ctx.Logger()
+	iss.stopped, iss.stop = context.WithCancel(context.Background())
 	repl := caddy.NewReplacer()
 
 	// The replacer's errors quote what they could not replace, which may be

@@ -18,12 +18,14 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/certmagic"
 
+	sslci "github.com/sslci/caddy-sslci"
 	"github.com/sslci/caddy-sslci/api"
 	"github.com/sslci/caddy-sslci/sslcitest"
 )
@@ -253,6 +255,62 @@ func TestForeignKeyRepairedAtStart(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A kept key that cannot be read (an error other than "not exist") is not
+// a kept key that is absent: the mismatched set is left as it is, and once
+// storage answers again the kept key is installed and the first
+// certificate served, with no new one obtained.
+func TestKeptKeyUnreadableIsNotAbsent(t *testing.T) {
+	defer sslci.SetRepairRetryDelay(100 * time.Millisecond)()
+	e := newEnv(t, sslcitest.Options{})
+	name := "unreadable.test"
+	runCaddy(t, e.keyConfig(nil, filepath.Join(t.TempDir(), "first.log"), "", name))
+	first := e.waitForCertificate(name, nil, time.Minute)
+	stopCaddy(t)
+	_, sslciKey, err := e.storedPair(e.storageDir, name)
+	if err != nil {
+		t.Fatalf("after the first run: %v", err)
+	}
+	writeFile(t, e.storageDir, certmagic.StorageKeys.SitePrivateKey(e.issuerKey(), name), foreignKeyPEM(t))
+	kept := e.keptKeyPath(first)
+	writeFile(t, e.storageDir, kept, sslciKey)
+	finalizes := e.sim.CountRequests(sslcitest.OpFinalize)
+
+	plan := newFaultPlan(0, false)
+	var failed atomic.Int32
+	plan.setFailRead(func(op, key string) error {
+		if op == "load" && key == kept {
+			failed.Add(1)
+			return errInjected
+		}
+		return nil
+	})
+	faultPlans.Store(t.Name(), plan)
+	t.Cleanup(func() { faultPlans.Delete(t.Name()) })
+	logFile := filepath.Join(t.TempDir(), "second.log")
+	runCaddy(t, e.keyConfig(map[string]any{"module": "sslci_test_faults", "root": e.storageDir, "plan": t.Name()}, logFile, "", name))
+	for deadline := time.Now().Add(30 * time.Second); failed.Load() == 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("Caddy never read the kept key")
+		}
+	}
+	certPEM, _, _ := e.storedPair(e.storageDir, name)
+	if certPEM == nil || !leafOf(t, certPEM).Equal(first) || !slices.Contains(filesUnder(e.storageDir, path.Dir(kept)), kept) {
+		t.Fatalf("with the kept key unreadable, the set or the kept key was removed")
+	}
+
+	plan.setFailRead(nil)
+	served := e.waitForCertificate(name, nil, time.Minute)
+	if !served.Equal(first) {
+		t.Errorf("served serial %x, want the first certificate %x, repaired with its kept key", served.SerialNumber, first.SerialNumber)
+	}
+	if n := e.sim.CountRequests(sslcitest.OpFinalize) - finalizes; n != 0 {
+		t.Errorf("%d new certificates obtained; want none", n)
+	}
+	if logContains(t, logFile, logRemoved) || !logContains(t, logFile, logInstalled) {
+		t.Errorf("the log does not say the kept key was installed, or says the set was removed")
 	}
 }
 
