@@ -95,3 +95,12 @@ func (e *env) issue(names ...string) (*certmagic.IssuedCertificate, error) {
 	csr, _ := sslcitest.NewCSR(e.t, names...)
 	return e.iss.Issue(context.Background(), csr)
 }
+
+// store keeps an issued certificate where certmagic does.
+func (e *env) store(issued *certmagic.IssuedCertificate, names ...string) {
+	e.t.Helper()
+	l := e.iss.Ledger
+	if err := l.Storage().Store(context.Background(), l.Keys.SiteCert(ledger.NamesKey(names)), issued.Certificate); err != nil {
+		e.t.Fatal(err)
+	}
+}

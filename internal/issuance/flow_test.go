@@ -1,0 +1,106 @@
+package issuance
+
+import (
+	"context"
+	"maps"
+	"slices"
+	"testing"
+
+	"github.com/sslci/caddy-sslci/api"
+	"github.com/sslci/caddy-sslci/internal/ledger"
+	"github.com/sslci/caddy-sslci/sslcitest"
+)
+
+// One issuance, request by request: a fresh name costs the id floor's list
+// (once per account and storage), a request, a confirm and a finalize; a
+// renewal inside the reuse window costs the finalize alone (the first
+// certificate is seen in storage: nothing to reconcile), and the metadata
+// says which verification it reused.
+func TestIssueFlow(t *testing.T) {
+	e := newEnv(t, sslcitest.Options{SignCSR: true})
+	issued, err := e.issue("flow.test", "www.flow.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[sslcitest.Op]int{sslcitest.OpList: 1, sslcitest.OpRequest: 2, sslcitest.OpConfirm: 2, sslcitest.OpFinalize: 1}
+	if got := e.requests(); !maps.Equal(got, want) {
+		t.Errorf("first issuance: requests %v, want %v", got, want)
+	}
+	leaf, err := ledger.ParseLeaf(issued.Certificate)
+	if err != nil || !slices.Equal(leaf.DNSNames, []string{"flow.test", "www.flow.test"}) {
+		t.Fatalf("issued %v, %v", leaf, err)
+	}
+	e.store(issued, "flow.test", "www.flow.test")
+	meta := issued.Metadata.(Metadata)
+	if meta.KeySource != "csr" || len(meta.OrderIDs) != 2 || meta.Reused != nil {
+		t.Errorf("metadata %+v", meta)
+	}
+
+	e.sim.ResetRequests()
+	renewed, err := e.issue("flow.test", "www.flow.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := e.requests(); !maps.Equal(got, map[sslcitest.Op]int{sslcitest.OpFinalize: 1}) {
+		t.Errorf("renewal: requests %v, want one finalize", got)
+	}
+	if m := renewed.Metadata.(Metadata); !slices.Equal(m.Reused, []string{"flow.test", "www.flow.test"}) || !maps.Equal(m.OrderIDs, meta.OrderIDs) {
+		t.Errorf("renewal metadata %+v, want the first issuance's orders reused", m)
+	}
+	if got := e.counted; got["verification reused"] != 2 || got["verification confirmed"] != 2 || got["obtained csr"] != 2 {
+		t.Errorf("metrics %v", got)
+	}
+}
+
+// A pending order that a Caddy which stopped left, recorded with its
+// challenge, is resumed by the next issuance of its name: no new request.
+func TestIssueResumesRecordedOrder(t *testing.T) {
+	e := newEnv(t, sslcitest.Options{SignCSR: true})
+	ctx := context.Background()
+	l := e.iss.Ledger
+	if err := l.EnsureFloor(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rec := l.NewOrderRecord("resume.test", api.MethodDNS)
+	v, err := e.iss.Client.RequestVerification(ctx, "resume.test", api.MethodDNS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec.Answered(v)
+	if err := l.Put(ctx, rec.Key, rec); err != nil {
+		t.Fatal(err)
+	}
+	e.sim.ResetRequests()
+	issued, err := e.issue("resume.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[sslcitest.Op]int{sslcitest.OpList: 1, sslcitest.OpConfirm: 1, sslcitest.OpFinalize: 1}
+	if got := e.requests(); !maps.Equal(got, want) {
+		t.Errorf("requests %v, want %v (the list that finds the order, no request)", got, want)
+	}
+	if id := issued.Metadata.(Metadata).OrderIDs["resume.test"]; id != v.OrderID {
+		t.Errorf("the certificate names order %d, want the resumed %d", id, v.OrderID)
+	}
+	if n := len(e.sim.PendingOrders(e.sim.Token())); n != 0 {
+		t.Errorf("%d orders left pending", n)
+	}
+}
+
+// A certificate the checks refuse is deleted at SSLCI (it is ours and will
+// never be stored), and Issue says why, with the hint.
+func TestIssueRefusesAndDeletes(t *testing.T) {
+	e := newEnv(t, sslcitest.Options{SignCSR: true})
+	e.sim.InjectFault(sslcitest.OpFinalize, sslcitest.FaultWrongNames, 1)
+	_, err := e.issue("refused.test")
+	if err == nil {
+		t.Fatal("Issue accepted a certificate for other names")
+	}
+	if n := len(e.sim.Certificates(e.sim.Token())); n != 0 {
+		t.Errorf("%d certificates left at SSLCI, want the refused one deleted", n)
+	}
+	if e.counted["refused unknown"] != 1 {
+		t.Errorf("metrics %v, want one refused", e.counted)
+	}
+	t.Log(err)
+}
