@@ -19,6 +19,7 @@ import (
 	"github.com/caddyserver/certmagic"
 	"github.com/spf13/cobra"
 
+	sslci "github.com/sslci/caddy-sslci"
 	"github.com/sslci/caddy-sslci/api"
 	"github.com/sslci/caddy-sslci/sslcitest"
 )
@@ -334,7 +335,9 @@ func TestCommandPrune(t *testing.T) {
 	if err := fs.Lock(context.Background(), "issue_cert_"+name); err != nil {
 		t.Fatal(err)
 	}
+	restore := sslci.SetLockWait(500 * time.Millisecond)
 	out, err = e.runSSLCI("prune", "--config", caddyfile)
+	restore()
 	fs.Unlock(context.Background(), "issue_cert_"+name)
 	if err != nil || !strings.Contains(out, fmt.Sprintf("left alone certificate %d (%s): superseded: an issuance of %s holds its lock", firstID, name, name)) {
 		t.Errorf("prune with the name locked: %v\n%s", err, out)

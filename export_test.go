@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/sslci/caddy-sslci/internal/issuance"
+	"github.com/sslci/caddy-sslci/internal/ledger"
 )
 
 // Test helpers of this package that its external tests (package
@@ -26,4 +27,19 @@ func SetRepairRetryDelay(d time.Duration) (restore func()) {
 	old := repairRetryDelay
 	repairRetryDelay = d
 	return func() { repairRetryDelay = old }
+}
+
+// SetBackoffs sets the retry back-off of the issuers provisioned from now
+// on: for tests that assert what retries do, not how long they wait.
+func SetBackoffs(minWait, maxWait time.Duration) (restore func()) {
+	old := issuance.DefaultRetry
+	issuance.DefaultRetry.MinBackoff, issuance.DefaultRetry.MaxBackoff = minWait, maxWait
+	return func() { issuance.DefaultRetry = old }
+}
+
+// SetLockWait sets how long prune and delete_replaced wait for a name's lock.
+func SetLockWait(d time.Duration) (restore func()) {
+	old := ledger.LockWait
+	ledger.LockWait = d
+	return func() { ledger.LockWait = old }
 }

@@ -32,6 +32,11 @@ import (
 	"github.com/sslci/caddy-sslci/sslcitest"
 )
 
+// userEnv is the environment the tests started with, before TestMain
+// gave Caddy folders of its own: the go command needs the user's (its
+// build and module caches are there).
+var userEnv = os.Environ()
+
 func TestMain(m *testing.M) {
 	// Caddy keeps its instance id and autosaved config under the user's
 	// folders: give it folders of its own.

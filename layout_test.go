@@ -37,7 +37,9 @@ func TestImportsRunOneWay(t *testing.T) {
 		"api":               {"github.com/caddyserver/"},
 	}
 
-	out, err := exec.Command("go", "list", "-json", "./...").Output()
+	cmd := exec.Command("go", "list", "-json", "./...")
+	cmd.Env = userEnv
+	out, err := cmd.Output()
 	if err != nil {
 		t.Fatalf("go list: %v", err)
 	}

@@ -65,6 +65,7 @@ func TestFaultsFiftyNames(t *testing.T) {
 		{"mixed 20%", sslcitest.FaultRates{ServerError: 0.03, HTML: 0.03, Drop: 0.03, MalformedJSON: 0.03, RateLimit: 0.02, LostAfter: 0.03, CutAfter: 0.03}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			defer sslci.SetBackoffs(20*time.Millisecond, 200*time.Millisecond)()
 			e := newEnv(t, sslcitest.Options{Faults: tc.rates, Seed: 7})
 			var names []string
 			for i := range 50 {

@@ -194,6 +194,7 @@ func (iss *Issuer) Provision(ctx caddy.Context) error {
 		VerificationTimeout: time.Duration(iss.VerificationTimeout),
 		Roots:               iss.roots,
 		HTTPPort:            iss.httpPort,
+		Retry:               issuance.DefaultRetry,
 		Client:              iss.client,
 		Ledger:              iss.ledger,
 		Metrics:             iss.metrics,

@@ -43,7 +43,7 @@ func (e *testEnv) manySites(n int, issuerExtra string) []byte {
 // nothing here makes one close (no fault, no idle timeout reached), so
 // the count of connections has no slack.
 func TestManySitesBounded(t *testing.T) {
-	const n = 200
+	const n = 48
 	for _, tc := range []struct {
 		extra string
 		bound int
@@ -72,7 +72,7 @@ func TestManySitesBounded(t *testing.T) {
 // settings get an issuer each (one per automation policy), and still share
 // one client: the bound holds over all of them.
 func TestIssuersShareTheBound(t *testing.T) {
-	const n, bound = 200, 4
+	const n, bound = 48, 4
 	e := newEnv(t, sslcitest.Options{})
 	var b strings.Builder
 	b.WriteString(e.globalOptions(""))

@@ -3,6 +3,7 @@ package api
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -83,6 +84,9 @@ func (c *Client) do(ctx context.Context, op Op, method string, body, out any) (e
 }
 
 func retryable(err *Error, idempotent, written bool) bool {
+	if UntrustedEndpoint(err) {
+		return false // the same certificate is presented again
+	}
 	switch err.StatusCode {
 	case http.StatusTooManyRequests, http.StatusServiceUnavailable:
 		return true // the server declined to process the request
@@ -290,4 +294,11 @@ func parseRetryAfter(v string) time.Duration {
 		}
 	}
 	return 0
+}
+
+// UntrustedEndpoint reports whether err is the endpoint's TLS certificate
+// failing verification: no retry makes it verify.
+func UntrustedEndpoint(err error) bool {
+	var cve *tls.CertificateVerificationError
+	return errors.As(err, &cve)
 }

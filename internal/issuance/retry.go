@@ -78,10 +78,11 @@ func (r *run) retry(ctx context.Context, step func() error) error {
 // SSLCI or the way to it failed (5xx, an HTML page, a dropped connection,
 // a cut-off or malformed body, a timeout, 429). Not: 4xx (a wrong token,
 // a record of another account, a refused check), a redirect, a
-// certificate our checks refused, a cancelled context.
+// certificate our checks refused, an endpoint whose TLS certificate does
+// not verify (it presents the same one again), a cancelled context.
 func Transient(err error) bool {
 	ae, ok := errors.AsType[*api.Error](err)
-	if !ok || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+	if !ok || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) || api.UntrustedEndpoint(err) {
 		return false
 	}
 	switch ae.Kind {

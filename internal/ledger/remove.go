@@ -135,8 +135,9 @@ func (l *Ledger) DeleteReplaced(ctx context.Context, certKey string) ([]Removal,
 	return l.RemoveUnderLocks(ctx, renewed.Names, renewed, func(m *Marked) []Removal { return replacedBy(m, renewed.Names) })
 }
 
-// lockWait bounds the wait for certmagic's lock of a name.
-const lockWait = 10 * time.Second
+// LockWait bounds the wait of prune and delete_replaced for certmagic's
+// lock of a name (a variable for tests).
+var LockWait = 10 * time.Second
 
 // RemoveUnderLocks removes the records pick chooses from a listing (see
 // Mark for only) made under certmagic's issue lock of every name given, so
@@ -149,7 +150,7 @@ func (l *Ledger) RemoveUnderLocks(ctx context.Context, names []string, only *Lea
 	slices.Sort(names)
 	busy := map[string]bool{}
 	for _, name := range slices.Compact(names) {
-		lockCtx, cancel := context.WithTimeout(ctx, lockWait)
+		lockCtx, cancel := context.WithTimeout(ctx, LockWait)
 		err := storage.Lock(lockCtx, IssueLock(name))
 		cancel()
 		if err != nil {
