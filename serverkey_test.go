@@ -324,12 +324,13 @@ func TestPeerRepairsWithoutRestart(t *testing.T) {
 	for _, withKept := range []bool{true, false} {
 		t.Run(fmt.Sprintf("kept=%v", withKept), func(t *testing.T) {
 			// Certificates live 90s (30s past a notBefore backdated by a
-			// minute); Caddy wants to renew about 5s after issuance.
+			// minute); Caddy wants to renew about 2s after issuance (when
+			// 31% of 90s is left): time enough to store the peer's first.
 			e := newEnv(t, sslcitest.Options{Validity: 30 * time.Second})
 			name := "peer.test"
 			logFile := filepath.Join(t.TempDir(), "caddy.log")
 			cfg := e.keyConfig(nil, logFile, "renew_interval 1s", name)
-			runCaddy(t, bytes.Replace(cfg, []byte(`"issuers"`), []byte(`"renewal_window_ratio":0.28,"issuers"`), 1))
+			runCaddy(t, bytes.Replace(cfg, []byte(`"issuers"`), []byte(`"renewal_window_ratio":0.31,"issuers"`), 1))
 			first := e.waitForCertificate(name, nil, time.Minute)
 
 			// The peer's certificate, made 40s later as SSLCI sees it (so it
@@ -431,7 +432,7 @@ func TestStorageFaultAtEveryWrite(t *testing.T) {
 								return
 							}
 						}
-						plan.waitQuiet(100 * time.Millisecond)
+						plan.waitQuiet(50 * time.Millisecond)
 					}()
 					select {
 					case <-plan.tripped:
@@ -444,7 +445,7 @@ func TestStorageFaultAtEveryWrite(t *testing.T) {
 					}
 
 					if !kill {
-						plan.waitQuiet(100 * time.Millisecond)
+						plan.waitQuiet(50 * time.Millisecond)
 					}
 					stopCaddy(t)
 					plan.release()
