@@ -23,7 +23,8 @@ package sslci
 //     crash before the certificate is written leaves a key with no
 //     certificate (first issuance: certmagic obtains again) or beside the
 //     previous certificate (renewal: repaired as below), as certmagic's own
-//     key-then-certificate order does for any issuer.
+//     key-then-certificate order does for any issuer. Before it overwrites
+//     a valid pair's key, the key is kept (previouskey.go).
 //   - Store of SiteCert: once the certificate is stored beside its key, the
 //     kept key is deleted. A kept key whose certificate never got stored is
 //     deleted by the next Issue after keptKeyTTL.
@@ -31,9 +32,11 @@ package sslci
 //     stored certificate as certmagic will (tls.X509KeyPair). If they do not
 //     match, whatever the cause, it takes certmagic's issue lock for the name
 //     (so as not to read a peer's write half done), reads both again and
-//     repairs: installs the kept key if one matches the certificate, or
-//     deletes certificate, key and metadata (in that order) and answers
-//     fs.ErrNotExist, so certmagic obtains a new certificate at once.
+//     repairs: installs the kept key if one matches the certificate (SSLCI's,
+//     or the previous key a renewal cut short was replacing:
+//     previouskey.go), or, when none exists anywhere, deletes certificate,
+//     key and metadata (in that order) and answers fs.ErrNotExist, so
+//     certmagic obtains a new certificate at once.
 //
 // Every certmagic path that loads a certificate from storage reads the key
 // first through Config.Storage (loadCertResource), so the repair covers them:
@@ -159,8 +162,9 @@ type keyStorage struct {
 	cfg  *certmagic.Config // whose storage this is
 
 	mu       sync.Mutex
-	held     map[string]int  // locks this Caddy holds through this storage
-	retrying map[string]bool // names whose repair is to be tried again
+	held     map[string]int    // locks this Caddy holds through this storage
+	retrying map[string]bool   // names whose repair is to be tried again
+	previous map[string]string // by site: the previous key kept while its renewal is written (previouskey.go)
 }
 
 // repairRetryDelay is how long after a repair that storage errors left
@@ -171,7 +175,15 @@ var repairRetryDelay = time.Minute
 // once its certificate is stored beside it.
 func (ks *keyStorage) Store(ctx context.Context, key string, value []byte) error {
 	if name, ok := ks.keys.Site(key, ledger.Keys.SiteKey); ok {
-		if p, csr, ok := ks.iss.serverKeyFor(value); ok {
+		p, csr, swap := ks.iss.serverKeyFor(value)
+		newKey := value
+		if swap {
+			newKey = p.pem
+		}
+		if err := ks.keepPrevious(ctx, name, newKey); err != nil {
+			return err
+		}
+		if swap {
 			if err := ks.Storage.Store(ctx, key, p.pem); err != nil {
 				return err
 			}
@@ -187,6 +199,7 @@ func (ks *keyStorage) Store(ctx context.Context, key string, value []byte) error
 	}
 	if name, ok := ks.keys.Site(key, ledger.Keys.SiteCert); ok {
 		ks.dropKeptKey(ctx, name, value)
+		ks.dropPrevious(ctx, name, value)
 	}
 	return nil
 }
@@ -322,6 +335,20 @@ func (ks *keyStorage) repair(ctx context.Context, name string) ([]byte, error) {
 		case err != nil && !errors.Is(err, fs.ErrNotExist):
 			return nil, fmt.Errorf("sslci: %s: reading the kept private key for a stored certificate whose private key is not its own; left as it is: %w", name, err)
 		}
+	}
+
+	switch previous, kept, err := ks.previousKeyFor(ctx, name, certPEM); {
+	case err != nil:
+		return nil, fmt.Errorf("sslci: %s: reading the private keys kept during a renewal, for a stored certificate whose private key is not its own; left as it is: %w", name, err)
+	case previous != nil:
+		if err := ks.Storage.Store(ctx, ks.keys.SiteKey(name), previous); err != nil {
+			return nil, fmt.Errorf("sslci: %s: putting back the private key of the stored certificate: %w", name, err)
+		}
+		if err := ks.Storage.Delete(ctx, kept); err != nil {
+			log.Warn("deleting the kept private key after putting it back", zap.Error(err))
+		}
+		log.Warn("repaired a stored certificate whose private key was not its own (a renewal was cut between the two): put back its previous private key; certmagic renews it again when due")
+		return previous, nil
 	}
 
 	// The certificate goes first: without it, certmagic obtains again.

@@ -2,8 +2,11 @@ package ledger
 
 import (
 	"encoding/hex"
+	"fmt"
 	"path"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/caddyserver/certmagic"
 )
@@ -17,6 +20,8 @@ import (
 //	sslci/<issuer key>/<account>/ledger/certificates/<first name>/<unique>.json
 //	sslci/<issuer key>/<account>/verifications/<domain>.json
 //	sslci/<issuer key>/keys/<sha256 of a public key>.pem     SSLCI's keys, kept
+//	sslci/<issuer key>/keys/previous/<names key>/<sha256>-<not after>.pem
+//	                                                         a renewed certificate's predecessor's key
 //	acme/<issuer key>/challenge_tokens/<domain>.json         HTTP challenges
 //	certificates/<issuer key>/<names key>/...                certmagic's own
 //
@@ -61,6 +66,28 @@ func (k Keys) KeptKeys() string { return path.Join(k.issuerDir(), "keys") }
 // SubjectPublicKeyInfo) waits.
 func (k Keys) KeptKey(spki [32]byte) string {
 	return path.Join(k.KeptKeys(), hex.EncodeToString(spki[:])+".pem")
+}
+
+// PreviousKeys is the folder where the key of the certificate stored
+// under namesKey waits while a renewal overwrites it.
+func (k Keys) PreviousKeys(namesKey string) string {
+	return path.Join(k.KeptKeys(), "previous", safe(namesKey))
+}
+
+// PreviousKey is where the key with this public key (the SHA-256 of its
+// SubjectPublicKeyInfo) of a certificate valid until notAfter waits.
+func (k Keys) PreviousKey(namesKey string, spki [32]byte, notAfter time.Time) string {
+	return path.Join(k.PreviousKeys(namesKey), fmt.Sprintf("%s-%d.pem", hex.EncodeToString(spki[:]), notAfter.Unix()))
+}
+
+// ParsePreviousKey reads a PreviousKey's public key hash and not-after time.
+func ParsePreviousKey(key string) (spki string, notAfter time.Time, ok bool) {
+	spki, unix, ok := strings.Cut(strings.TrimSuffix(path.Base(key), ".pem"), "-")
+	secs, err := strconv.ParseInt(unix, 10, 64)
+	if !ok || err != nil || len(spki) != 64 {
+		return "", time.Time{}, false
+	}
+	return spki, time.Unix(secs, 0), true
 }
 
 // Challenge is where certmagic's HTTP-challenge handler looks for a
