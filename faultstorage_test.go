@@ -3,7 +3,12 @@ package sslci_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"slices"
+	"strings"
 	"sync"
+	"sync/atomic"
+	"testing"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -11,20 +16,39 @@ import (
 )
 
 // faultStorage is certmagic's FileStorage with its writes (Store and
-// Delete) recorded, and one of them failed, or stopped at: then that write
-// and every later one never reach the disk, as if the process had been
-// killed at that write; and the reads its plan's failRead says fail.
-// Locks pass through.
+// Delete) recorded, and one of them failed, or stopped at, as its plan
+// says; and the reads its plan's failRead says fail. Locks pass through
+// until a crash.
 type faultStorage struct {
 	*certmagic.FileStorage
 	plan *faultPlan
 }
 
-// faultPlan is what one Caddy run's storage does; tests register it by id
-// and name it in the storage module's config.
+// faultMode is what happens at a plan's write failAt.
+type faultMode int
+
+const (
+	// failWrite: that write fails; the others go through.
+	failWrite faultMode = iota
+	// killWrites: that write and every later one hang until their context
+	// ends, never reaching the disk, as if the process had been killed.
+	killWrites
+	// crashWrites: the Caddy dies there. That write never happens nor
+	// returns until the plan is released; every later operation (reads,
+	// writes, Exists, locks) fails; and the locks the Caddy held are
+	// released, as they would go stale. Nothing the dying Caddy would have
+	// done after that point reaches the storage, or SSLCI.
+	crashWrites
+)
+
+func (m faultMode) String() string { return [...]string{"fail", "kill", "crash"}[m] }
+
+// faultPlan is what one Caddy run's storage does; faultStorageConfig
+// registers it for the storage module's config.
 type faultPlan struct {
-	failAt int  // the 1-based write that fails; 0: none
-	kill   bool // the write at failAt and all later ones hang until their context ends
+	failAt int       // the 1-based counted write where the fault is; 0: none
+	mode   faultMode // what happens there
+	match  string    // only writes whose key contains it are counted ("": all); set before the Caddy starts
 
 	// failRead, when set, fails the reads (Load, Stat, List) it returns an
 	// error for, as a flaky network storage may.
@@ -32,7 +56,10 @@ type faultPlan struct {
 
 	mu       sync.Mutex
 	writes   []storageWrite
-	tripped  chan struct{} // closed at write failAt
+	counted  int           // writes matching match
+	crashed  bool          // crashWrites, at failAt: every operation fails
+	locks    []string      // the locks held through this plan's storage
+	tripped  chan struct{} // closed at the counted write failAt
 	released bool          // the Caddy is stopped: no write reaches the disk
 	killed   chan struct{} // closed by release: hung writes return
 }
@@ -42,20 +69,54 @@ type storageWrite struct {
 	value   []byte
 }
 
-func newFaultPlan(failAt int, kill bool) *faultPlan {
-	return &faultPlan{failAt: failAt, kill: kill, tripped: make(chan struct{}), killed: make(chan struct{})}
+func newFaultPlan(failAt int, mode faultMode) *faultPlan {
+	return &faultPlan{failAt: failAt, mode: mode, tripped: make(chan struct{}), killed: make(chan struct{})}
 }
 
 var errInjected = errors.New("injected storage fault")
 
-func (p *faultPlan) write(ctx context.Context, op, key string, value []byte, do func() error) error {
+var planIDs atomic.Int64
+
+// faultStorageConfig registers plan until t ends (releasing it then,
+// after the Caddy that test started is stopped) and returns the config of
+// a storage through it, on the file system at root.
+func faultStorageConfig(t testing.TB, root string, plan *faultPlan) map[string]any {
+	id := fmt.Sprint(planIDs.Add(1))
+	faultPlans.Store(id, plan)
+	t.Cleanup(func() {
+		plan.release()
+		faultPlans.Delete(id)
+	})
+	return map[string]any{"module": "sslci_test_faults", "root": root, "plan": id}
+}
+
+func (s faultStorage) write(ctx context.Context, op, key string, value []byte, do func() error) error {
+	p := s.plan
 	p.mu.Lock()
-	n := len(p.writes) + 1
 	p.writes = append(p.writes, storageWrite{op: op, key: key, value: value})
-	if n == p.failAt {
+	if p.crashed {
+		p.mu.Unlock()
+		return errInjected
+	}
+	at := false
+	if strings.Contains(key, p.match) {
+		p.counted++
+		at = p.counted == p.failAt
+	}
+	if at {
 		close(p.tripped)
 	}
-	dead := p.released || p.kill && p.failAt > 0 && n >= p.failAt
+	if at && p.mode == crashWrites {
+		p.crashed = true
+		for _, l := range p.locks {
+			s.FileStorage.Unlock(context.Background(), l)
+		}
+		p.locks = nil
+		p.mu.Unlock()
+		<-p.killed
+		return errInjected
+	}
+	dead := p.released || p.mode == killWrites && p.failAt > 0 && p.counted >= p.failAt
 	p.mu.Unlock()
 	switch {
 	case dead:
@@ -64,7 +125,7 @@ func (p *faultPlan) write(ctx context.Context, op, key string, value []byte, do 
 		case <-p.killed:
 		}
 		return errInjected
-	case n == p.failAt:
+	case at:
 		return errInjected
 	}
 	return do()
@@ -100,18 +161,27 @@ func (p *faultPlan) recorded() []storageWrite {
 }
 
 func (s faultStorage) Store(ctx context.Context, key string, value []byte) error {
-	return s.plan.write(ctx, "store", key, value, func() error { return s.FileStorage.Store(ctx, key, value) })
+	return s.write(ctx, "store", key, value, func() error { return s.FileStorage.Store(ctx, key, value) })
 }
 
 func (s faultStorage) Delete(ctx context.Context, key string) error {
-	return s.plan.write(ctx, "delete", key, nil, func() error { return s.FileStorage.Delete(ctx, key) })
+	return s.write(ctx, "delete", key, nil, func() error { return s.FileStorage.Delete(ctx, key) })
+}
+
+func (p *faultPlan) dead() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.crashed
 }
 
 func (p *faultPlan) read(op, key string) error {
 	p.mu.Lock()
-	fail := p.failRead
+	fail, crashed := p.failRead, p.crashed
 	p.mu.Unlock()
-	if fail == nil {
+	switch {
+	case crashed:
+		return errInjected
+	case fail == nil:
 		return nil
 	}
 	return fail(op, key)
@@ -143,6 +213,58 @@ func (s faultStorage) List(ctx context.Context, prefix string, recursive bool) (
 		return nil, err
 	}
 	return s.FileStorage.List(ctx, prefix, recursive)
+}
+
+func (s faultStorage) Exists(ctx context.Context, key string) bool {
+	return !s.plan.dead() && s.FileStorage.Exists(ctx, key)
+}
+
+// held records a lock taken; after a crash it is given up at once.
+func (s faultStorage) held(name string) error {
+	p := s.plan
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.crashed {
+		s.FileStorage.Unlock(context.Background(), name)
+		return errInjected
+	}
+	p.locks = append(p.locks, name)
+	return nil
+}
+
+func (s faultStorage) Lock(ctx context.Context, name string) error {
+	if s.plan.dead() {
+		return errInjected
+	}
+	if err := s.FileStorage.Lock(ctx, name); err != nil {
+		return err
+	}
+	return s.held(name)
+}
+
+func (s faultStorage) TryLock(ctx context.Context, name string) (bool, error) {
+	if s.plan.dead() {
+		return false, errInjected
+	}
+	ok, err := s.FileStorage.TryLock(ctx, name)
+	if !ok || err != nil {
+		return ok, err
+	}
+	if err := s.held(name); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+func (s faultStorage) Unlock(ctx context.Context, name string) error {
+	p := s.plan
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.crashed {
+		return errInjected
+	}
+	p.locks = slices.DeleteFunc(p.locks, func(l string) bool { return l == name })
+	return s.FileStorage.Unlock(ctx, name)
 }
 
 // String is FileStorage's, with a prefix: certmagic and Caddy tell storages apart by it.

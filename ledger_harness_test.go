@@ -3,28 +3,21 @@ package sslci_test
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/certmagic"
 
 	"github.com/sslci/caddy-sslci/sslcitest"
 )
 
 // Helpers of the ledger's tests: Caddy's log to count certmagic's Issue
-// calls, and a test-only storage module that "crashes" its Caddy.
-
-func init() {
-	caddy.RegisterModule(new(crashStorage))
-}
+// calls.
 
 // withLogFile makes a JSON config's Caddy log to a file of the test.
 func withLogFile(t testing.TB, cfg []byte) ([]byte, string) {
@@ -85,121 +78,6 @@ func withStorage(t testing.TB, cfg []byte, storage map[string]any) []byte {
 		t.Fatal(err)
 	}
 	return out
-}
-
-// crashStorage is caddy.storage.sslci_test_crash: file system storage
-// whose Caddy "dies" at the Nth Store of a key containing CrashAt: that
-// Store never returns nor happens, every later operation fails, and the
-// locks it held are released (as they would go stale). Nothing the dying
-// Caddy would have done after that point reaches SSLCI or the storage.
-type crashStorage struct {
-	Root    string `json:"root"`
-	CrashAt string `json:"crash_at"`
-	Nth     int    `json:"nth"`
-
-	fs      *certmagic.FileStorage
-	mu      sync.Mutex
-	seen    int
-	crashed bool
-	locks   []string
-}
-
-var errCrashed = errors.New("crashed")
-
-// crashes holds, by storage root, a channel closed when its Caddy crashed.
-var crashes sync.Map
-
-func (*crashStorage) CaddyModule() caddy.ModuleInfo {
-	return caddy.ModuleInfo{ID: "caddy.storage.sslci_test_crash", New: func() caddy.Module { return new(crashStorage) }}
-}
-
-func (s *crashStorage) CertMagicStorage() (certmagic.Storage, error) {
-	s.fs = &certmagic.FileStorage{Path: s.Root}
-	return s, nil
-}
-
-func (s *crashStorage) dead() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.crashed
-}
-
-func (s *crashStorage) Store(ctx context.Context, key string, value []byte) error {
-	s.mu.Lock()
-	if s.crashed {
-		s.mu.Unlock()
-		return errCrashed
-	}
-	if strings.Contains(key, s.CrashAt) {
-		if s.seen++; s.seen == s.Nth {
-			s.crashed = true
-			if ch, ok := crashes.Load(s.Root); ok {
-				close(ch.(chan struct{}))
-			}
-			for _, l := range s.locks {
-				s.fs.Unlock(context.Background(), l)
-			}
-			s.mu.Unlock()
-			select {} // this goroutine is dead
-		}
-	}
-	s.mu.Unlock()
-	return s.fs.Store(ctx, key, value)
-}
-
-func (s *crashStorage) Load(ctx context.Context, key string) ([]byte, error) {
-	if s.dead() {
-		return nil, errCrashed
-	}
-	return s.fs.Load(ctx, key)
-}
-
-func (s *crashStorage) Delete(ctx context.Context, key string) error {
-	if s.dead() {
-		return errCrashed
-	}
-	return s.fs.Delete(ctx, key)
-}
-
-func (s *crashStorage) Exists(ctx context.Context, key string) bool {
-	return !s.dead() && s.fs.Exists(ctx, key)
-}
-
-func (s *crashStorage) List(ctx context.Context, prefix string, recursive bool) ([]string, error) {
-	if s.dead() {
-		return nil, errCrashed
-	}
-	return s.fs.List(ctx, prefix, recursive)
-}
-
-func (s *crashStorage) Stat(ctx context.Context, key string) (certmagic.KeyInfo, error) {
-	if s.dead() {
-		return certmagic.KeyInfo{}, errCrashed
-	}
-	return s.fs.Stat(ctx, key)
-}
-
-func (s *crashStorage) Lock(ctx context.Context, name string) error {
-	if s.dead() {
-		return errCrashed
-	}
-	if err := s.fs.Lock(ctx, name); err != nil {
-		return err
-	}
-	s.mu.Lock()
-	s.locks = append(s.locks, name)
-	s.mu.Unlock()
-	return nil
-}
-
-func (s *crashStorage) Unlock(ctx context.Context, name string) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.crashed {
-		return errCrashed
-	}
-	s.locks = slices.DeleteFunc(s.locks, func(l string) bool { return l == name })
-	return s.fs.Unlock(ctx, name)
 }
 
 // checkEndState fails t unless SSLCI holds no pending order of the

@@ -118,13 +118,12 @@ func TestCrashThenFreshCaddy(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t, sslcitest.Options{})
 			name := "crash.test"
-			crashed := make(chan struct{})
-			crashes.Store(e.storageDir, crashed)
-			t.Cleanup(func() { crashes.Delete(e.storageDir) })
+			plan := newFaultPlan(tc.nth, crashWrites)
+			plan.match = tc.crashAt
 			cfg := e.siteConfig("", name, "")
-			e.startCaddy(withStorage(t, cfg, map[string]any{"module": "sslci_test_crash", "root": e.storageDir, "crash_at": tc.crashAt, "nth": tc.nth}))
+			e.startCaddy(withStorage(t, cfg, faultStorageConfig(t, e.storageDir, plan)))
 			select {
-			case <-crashed:
+			case <-plan.tripped:
 			case <-time.After(time.Minute):
 				t.Fatalf("no crash at %q; requests: %+v", tc.crashAt, e.sim.Requests())
 			}

@@ -154,8 +154,7 @@ const (
 // certificate is stored. This fails if certmagic changes its layout or order.
 func TestKeyStoredBeforeCertificate(t *testing.T) {
 	e := newEnv(t, sslcitest.Options{})
-	plan := newFaultPlan(0, false)
-	faultPlans.Store(t.Name(), plan)
+	plan := newFaultPlan(0, failWrite)
 	name := "order.test"
 	// Kept keys whose certificate never came: a stale one goes at the
 	// next issuance, a recent one stays.
@@ -167,7 +166,7 @@ func TestKeyStoredBeforeCertificate(t *testing.T) {
 	if err := os.Chtimes(filepath.Join(e.storageDir, stale), old, old); err != nil {
 		t.Fatal(err)
 	}
-	runCaddy(t, e.keyConfig(map[string]any{"module": "sslci_test_faults", "root": e.storageDir, "plan": t.Name()},
+	runCaddy(t, e.keyConfig(faultStorageConfig(t, e.storageDir, plan),
 		filepath.Join(t.TempDir(), "caddy.log"), "", name))
 	leaf := e.waitForCertificate(name, nil, time.Minute)
 	stopCaddy(t)
@@ -278,7 +277,7 @@ func TestKeptKeyUnreadableIsNotAbsent(t *testing.T) {
 	writeFile(t, e.storageDir, kept, sslciKey)
 	finalizes := e.sim.CountRequests(sslcitest.OpFinalize)
 
-	plan := newFaultPlan(0, false)
+	plan := newFaultPlan(0, failWrite)
 	var failed atomic.Int32
 	plan.setFailRead(func(op, key string) error {
 		if op == "load" && key == kept {
@@ -287,10 +286,8 @@ func TestKeptKeyUnreadableIsNotAbsent(t *testing.T) {
 		}
 		return nil
 	})
-	faultPlans.Store(t.Name(), plan)
-	t.Cleanup(func() { faultPlans.Delete(t.Name()) })
 	logFile := filepath.Join(t.TempDir(), "second.log")
-	runCaddy(t, e.keyConfig(map[string]any{"module": "sslci_test_faults", "root": e.storageDir, "plan": t.Name()}, logFile, "", name))
+	runCaddy(t, e.keyConfig(faultStorageConfig(t, e.storageDir, plan), logFile, "", name))
 	for deadline := time.Now().Add(30 * time.Second); failed.Load() == 0; time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("Caddy never read the kept key")
@@ -397,12 +394,12 @@ func TestStorageFaultAtEveryWrite(t *testing.T) {
 				// Certificates SSLCI made 89 days ago: a day left of 90, so
 				// Caddy renews them when it starts.
 				e.sim.Advance(-89 * 24 * time.Hour)
-				e.faultRun(t, snapshot, newFaultPlan(0, false), names, false)
+				e.faultRun(t, snapshot, newFaultPlan(0, failWrite), names, false)
 				stopCaddy(t)
 				e.sim.Advance(89 * 24 * time.Hour)
 			}
 
-			clean := newFaultPlan(0, false)
+			clean := newFaultPlan(0, failWrite)
 			e.faultRun(t, copyDir(t, snapshot), clean, names, renewal)
 			clean.waitQuiet(time.Second)
 			stopCaddy(t)
@@ -413,14 +410,12 @@ func TestStorageFaultAtEveryWrite(t *testing.T) {
 			}
 
 			var tried, unservable int
-			for _, kill := range []bool{false, true} {
+			for _, mode := range []faultMode{failWrite, killWrites} {
 				for k := 1; k <= len(writes); k++ {
 					dir := copyDir(t, snapshot)
-					plan := newFaultPlan(k, kill)
-					id := fmt.Sprintf("%s/%v/%d", t.Name(), kill, k)
-					faultPlans.Store(id, plan)
-					runCaddy(t, e.keyConfig(map[string]any{"module": "sslci_test_faults", "root": dir, "plan": id},
-						filepath.Join(dir, "..", fmt.Sprintf("faulty-%v-%d.log", kill, k)), "", names...))
+					plan := newFaultPlan(k, mode)
+					runCaddy(t, e.keyConfig(faultStorageConfig(t, dir, plan),
+						filepath.Join(dir, "..", fmt.Sprintf("faulty-%v-%d.log", mode, k)), "", names...))
 					// A run may make fewer writes than the clean one (the
 					// last ones race): once every name is served and no write
 					// comes, this write never will.
@@ -440,28 +435,27 @@ func TestStorageFaultAtEveryWrite(t *testing.T) {
 						select {
 						case <-plan.tripped:
 						default:
-							t.Logf("kill=%v: write %d never came (%d writes)", kill, k, len(plan.recorded()))
+							t.Logf("%v: write %d never came (%d writes)", mode, k, len(plan.recorded()))
 						}
 					}
 
-					if !kill {
+					if mode != killWrites {
 						plan.waitQuiet(50 * time.Millisecond)
 					}
 					stopCaddy(t)
 					plan.release()
 					tried++
 
-					fresh := newFaultPlan(0, false)
-					faultPlans.Store(id+"/fresh", fresh)
-					logFile := filepath.Join(dir, "..", fmt.Sprintf("fresh-%v-%d.log", kill, k))
+					fresh := newFaultPlan(0, failWrite)
+					logFile := filepath.Join(dir, "..", fmt.Sprintf("fresh-%v-%d.log", mode, k))
 					// Maintenance every second: a job of the stopped Caddy may
 					// still hold its name in certmagic's process-wide job queue
 					// when this one starts (a killed process would not).
-					runCaddy(t, e.keyConfig(map[string]any{"module": "sslci_test_faults", "root": dir, "plan": id + "/fresh"}, logFile, "renew_interval 1s", names...))
+					runCaddy(t, e.keyConfig(faultStorageConfig(t, dir, fresh), logFile, "renew_interval 1s", names...))
 					for _, name := range names {
 						if err := e.waitServed(dir, name, renewal, 30*time.Second); err != nil {
 							unservable++
-							t.Errorf("kill=%v at write %d (%s %s): %s not served: %v", kill, k, writes[k-1].op, writes[k-1].key, name, err)
+							t.Errorf("%v at write %d (%s %s): %s not served: %v", mode, k, writes[k-1].op, writes[k-1].key, name, err)
 						}
 					}
 					stopCaddy(t)
@@ -477,8 +471,7 @@ func TestStorageFaultAtEveryWrite(t *testing.T) {
 // faultRun starts Caddy on dir through plan and waits until every name is served.
 func (e *testEnv) faultRun(t *testing.T, dir string, plan *faultPlan, names []string, renewed bool) {
 	t.Helper()
-	faultPlans.Store(dir, plan)
-	runCaddy(t, e.keyConfig(map[string]any{"module": "sslci_test_faults", "root": dir, "plan": dir},
+	runCaddy(t, e.keyConfig(faultStorageConfig(t, dir, plan),
 		filepath.Join(t.TempDir(), "caddy.log"), "", names...))
 	for _, name := range names {
 		if err := e.waitServed(dir, name, renewed, time.Minute); err != nil {
