@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -14,100 +13,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caddyserver/caddy/v2"
-	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 	"github.com/caddyserver/certmagic"
-	"github.com/spf13/cobra"
 
 	sslci "github.com/sslci/caddy-sslci"
 	"github.com/sslci/caddy-sslci/api"
 	"github.com/sslci/caddy-sslci/sslcitest"
 )
-
-// runSSLCI runs `caddy sslci args...` through Caddy's command machinery, as
-// the caddy binary does (the command registered with caddycmd, its cobra
-// flags parsed), and returns what it printed and its error (a non-zero
-// exit status). The token of the simulator must never be in the output.
-func (e *testEnv) runSSLCI(args ...string) (string, error) {
-	e.t.Helper()
-	cmd, ok := caddycmd.Commands()["sslci"]
-	if !ok {
-		e.t.Fatal("no sslci command registered")
-	}
-	root := &cobra.Command{Use: "caddy", SilenceUsage: true, SilenceErrors: true}
-	sub := &cobra.Command{Use: cmd.Name, Short: cmd.Short}
-	cmd.CobraFunc(sub)
-	root.AddCommand(sub)
-	var out bytes.Buffer
-	root.SetOut(&out)
-	root.SetErr(&out)
-	root.SetArgs(append([]string{"sslci"}, args...))
-	err := root.Execute()
-	for _, tok := range e.sim.Tokens() {
-		if strings.Contains(out.String(), tok) || (err != nil && strings.Contains(err.Error(), tok)) {
-			e.t.Errorf("sslci %v printed the token", args)
-		}
-	}
-	return out.String(), err
-}
-
-// writeCaddyfile writes the Caddyfile of e's global options and one site
-// per name, each with the sslci issuer, and returns its path.
-func (e *testEnv) writeCaddyfile(issuerExtra string, names ...string) string {
-	e.t.Helper()
-	text := e.globalOptions("")
-	for _, name := range names {
-		text += fmt.Sprintf("\n%s {\n\ttls {\n\t\t%s\n\t}\n\trespond \"hello\"\n}\n", name, e.issuerBlock(issuerExtra))
-	}
-	path := filepath.Join(e.t.TempDir(), "Caddyfile")
-	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
-		e.t.Fatal(err)
-	}
-	return path
-}
-
-// foreignCertificate makes a certificate for name in the account through
-// the API, as another client would: its challenge served by a server of
-// its own, never by this Caddy.
-func (e *testEnv) foreignCertificate(name string) {
-	e.t.Helper()
-	client, err := api.New(e.sim.URL(), e.sim.Token())
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	ctx := context.Background()
-	v, err := client.RequestVerification(ctx, name, api.MethodHTTP)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	srv := serveHTTP(e.t, "127.0.0.1:0", func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, v.Content) })
-	e.sim.SetHTTPChallengeAddr(srv)
-	defer e.sim.SetHTTPChallengeAddr(fmt.Sprintf("127.0.0.1:%d", e.httpPort))
-	if _, err := client.ConfirmVerification(ctx, api.ConfirmRequest{Domain: name, OrderID: v.OrderID}); err != nil {
-		e.t.Fatal(err)
-	}
-	if _, err := client.Finalize(ctx, []string{name}, nil); err != nil {
-		e.t.Fatal(err)
-	}
-}
-
-// serveHTTP serves h on addr until the test ends and returns the address.
-func serveHTTP(t testing.TB, addr string, h http.HandlerFunc) string {
-	t.Helper()
-	// A port Caddy just closed may take a moment to be free.
-	ln, err := net.Listen("tcp", addr)
-	for deadline := time.Now().Add(5 * time.Second); err != nil && time.Now().Before(deadline); {
-		time.Sleep(50 * time.Millisecond)
-		ln, err = net.Listen("tcp", addr)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	return ln.Addr().String()
-}
 
 type listOutput struct {
 	Accounts []struct {
@@ -209,15 +120,6 @@ func equalMaps(a, b map[string]string) bool {
 	return true
 }
 
-func mustRead(t testing.TB, path string) string {
-	t.Helper()
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(data)
-}
-
 // cancel and delete, with the token from $SSLCI_TOKEN and the endpoint
 // from the flag: they do what they say, print it, and fail clearly (and
 // with a non-zero status) on an unknown id or a wrong argument.
@@ -282,9 +184,7 @@ func TestCommandPrune(t *testing.T) {
 	e.sim.Advance(-89 * 24 * time.Hour)
 	e.startCaddy(adapt(t, mustRead(t, caddyfile)))
 	first := e.waitForCertificate(name, nil, time.Minute)
-	if err := caddy.Stop(); err != nil {
-		t.Fatal(err)
-	}
+	e.stopCaddy()
 	e.sim.Advance(89 * 24 * time.Hour)
 	e.startCaddy(adapt(t, mustRead(t, caddyfile)))
 	renewed := e.waitForCertificate(name, first.SerialNumber.Bytes(), time.Minute)
@@ -456,9 +356,7 @@ func TestCommandCheckHTTP(t *testing.T) {
 	}
 	fs.Delete(ctx, chalKey)
 
-	if err := caddy.Stop(); err != nil {
-		t.Fatal(err)
-	}
+	e.stopCaddy()
 	serveHTTP(t, addr, func(w http.ResponseWriter, r *http.Request) { http.NotFound(w, r) })
 	out, err = e.runSSLCI(append(args, "--json")...)
 	got = parseChecks(t, out)

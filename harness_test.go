@@ -4,15 +4,22 @@ import (
 	"bytes"
 	"context"
 	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
+	"path"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -22,12 +29,15 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	_ "github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 	"github.com/caddyserver/caddy/v2/modules/caddytls"
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
 	"github.com/caddyserver/certmagic"
 	"github.com/mholt/acmez/v3/acme"
+	"github.com/spf13/cobra"
 
 	sslci "github.com/sslci/caddy-sslci"
+	"github.com/sslci/caddy-sslci/api"
 	"github.com/sslci/caddy-sslci/internal/testdns"
 	"github.com/sslci/caddy-sslci/sslcitest"
 )
@@ -61,7 +71,7 @@ type testEnv struct {
 	httpPort, httpsPort, adminPort int
 	storageDir                     string
 	rootFile                       string // the simulator's root, PEM: the issuer's trusted_roots
-	logFile                        string // set by captureLogs: Caddy logs there, as JSON
+	logFile                        string // set by newLog: Caddy logs there, as JSON
 }
 
 func newEnv(t testing.TB, opts sslcitest.Options) *testEnv {
@@ -156,7 +166,7 @@ func adapt(t testing.TB, caddyfile string) []byte {
 	return cfg
 }
 
-// startCaddy runs Caddy with cfg until the test ends.
+// startCaddy runs Caddy with cfg (JSON) until the test ends, or stopCaddy.
 func (e *testEnv) startCaddy(cfg []byte) {
 	e.t.Helper()
 	if err := caddy.Load(cfg, true); err != nil {
@@ -167,6 +177,143 @@ func (e *testEnv) startCaddy(cfg []byte) {
 			e.t.Errorf("stopping Caddy: %v", err)
 		}
 	})
+}
+
+// stopCaddy stops the running Caddy.
+func (e *testEnv) stopCaddy() {
+	e.t.Helper()
+	if err := caddy.Stop(); err != nil {
+		e.t.Fatalf("stopping Caddy: %v", err)
+	}
+}
+
+// setJSON is the JSON config cfg with its top-level key set to value.
+func setJSON(t testing.TB, cfg []byte, key string, value any) []byte {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal(cfg, &m); err != nil {
+		t.Fatal(err)
+	}
+	m[key] = value
+	out, err := json.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// withStorage is the JSON config cfg with another storage.
+func (e *testEnv) withStorage(cfg []byte, storage map[string]any) []byte {
+	e.t.Helper()
+	return setJSON(e.t, cfg, "storage", storage)
+}
+
+// activeIssuers returns the provisioned sslci issuers of the running config.
+func activeIssuers(t testing.TB) []*sslci.Issuer {
+	t.Helper()
+	app, err := caddy.ActiveContext().App("tls")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []*sslci.Issuer
+	for _, p := range app.(*caddytls.TLS).Automation.Policies {
+		for _, iss := range p.Issuers {
+			if s, ok := iss.(*sslci.Issuer); ok {
+				out = append(out, s)
+			}
+		}
+	}
+	return out
+}
+
+// Caddy's log: the configs withLog makes (and startIssuer's, once newLog
+// was called) have Caddy log to e's log file, as JSON; logLines, logHas,
+// waitForLogLine and issueCalls read it.
+
+// newLog gives e a new log file, for the Caddys configured from now on.
+func (e *testEnv) newLog() {
+	e.logFile = filepath.Join(e.t.TempDir(), "caddy.log")
+}
+
+// logging is the logging config of a Caddy that logs to e's log file
+// (newLog's, made now if e has none yet).
+func (e *testEnv) logging() map[string]any {
+	if e.logFile == "" {
+		e.newLog()
+	}
+	return map[string]any{"logs": map[string]any{"default": map[string]any{
+		"writer":  map[string]any{"output": "file", "filename": e.logFile},
+		"encoder": map[string]any{"format": "json"},
+	}}}
+}
+
+// withLog is the JSON config cfg logging to e's log file.
+func (e *testEnv) withLog(cfg []byte) []byte {
+	e.t.Helper()
+	return setJSON(e.t, cfg, "logging", e.logging())
+}
+
+// logLines returns the lines Caddy logged with message msg (all: ""),
+// leaving out a last line not yet complete.
+func (e *testEnv) logLines(msg string) []map[string]any {
+	e.t.Helper()
+	data, err := os.ReadFile(e.logFile)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		e.t.Fatal(err)
+	}
+	lines := strings.Split(string(data), "\n")
+	var out []map[string]any
+	for _, text := range lines[:len(lines)-1] {
+		var line map[string]any
+		if err := json.Unmarshal([]byte(text), &line); err != nil {
+			e.t.Fatalf("log line %q: %v", text, err)
+		}
+		if msg == "" || line["msg"] == msg {
+			out = append(out, line)
+		}
+	}
+	return out
+}
+
+// logHas reports whether s is in Caddy's log.
+func (e *testEnv) logHas(s string) bool {
+	data, _ := os.ReadFile(e.logFile)
+	return bytes.Contains(data, []byte(s))
+}
+
+// waitForLogLine polls Caddy's log for a line with message msg and
+// returns the first.
+func (e *testEnv) waitForLogLine(msg string, limit time.Duration) map[string]any {
+	e.t.Helper()
+	deadline := time.Now().Add(limit)
+	for {
+		if lines := e.logLines(msg); len(lines) > 0 {
+			return lines[0]
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("no log line %q within %s; log: %v", msg, limit, e.logLines(""))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// issueCalls counts in Caddy's log the Issue calls certmagic made for
+// name (its "obtaining certificate" line, one per attempt) and those that
+// failed ("could not get certificate from issuer").
+func (e *testEnv) issueCalls(name string) (calls, failed int) {
+	e.t.Helper()
+	for _, line := range e.logLines("") {
+		if line["identifier"] != name {
+			continue
+		}
+		switch line["msg"] {
+		case "obtaining certificate":
+			calls++
+		case "could not get certificate from issuer":
+			failed++
+		}
+	}
+	return calls, failed
 }
 
 func (e *testEnv) postLoad(cfg []byte) {
@@ -208,30 +355,21 @@ func (e *testEnv) startIssuer(fields map[string]any) *sslci.Issuer {
 		}}},
 	}
 	if e.logFile != "" {
-		config["logging"] = map[string]any{"logs": map[string]any{"default": map[string]any{
-			"writer":  map[string]any{"output": "file", "filename": e.logFile},
-			"encoder": map[string]any{"format": "json"},
-		}}}
+		config["logging"] = e.logging()
 	}
 	cfg, err := json.Marshal(config)
 	if err != nil {
 		e.t.Fatal(err)
 	}
 	e.startCaddy(cfg)
-	app, err := caddy.ActiveContext().App("tls")
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	return app.(*caddytls.TLS).Automation.Policies[0].Issuers[0].(*sslci.Issuer)
+	return activeIssuers(e.t)[0]
 }
 
 // restartIssuer stops the running Caddy and starts one with another issuer
 // config on the same storage and simulator.
 func (e *testEnv) restartIssuer(fields map[string]any) *sslci.Issuer {
 	e.t.Helper()
-	if err := caddy.Stop(); err != nil {
-		e.t.Fatal(err)
-	}
+	e.stopCaddy()
 	return e.startIssuer(fields)
 }
 
@@ -404,14 +542,7 @@ func (e *testEnv) checkNothingLeft(t testing.TB) {
 	if left := e.sim.PendingOrders(e.sim.Token()); len(left) != 0 {
 		t.Errorf("orders left pending: %+v", left)
 	}
-	var files []string
-	filepath.WalkDir(filepath.Join(e.storageDir, "acme"), func(p string, d os.DirEntry, err error) error {
-		if err == nil && !d.IsDir() {
-			files = append(files, p)
-		}
-		return nil
-	})
-	if len(files) != 0 {
+	if files := filesUnder(e.storageDir, "acme"); len(files) != 0 {
 		t.Errorf("challenge data left in storage: %v", files)
 	}
 }
@@ -469,8 +600,220 @@ func (e *testEnv) forgetVerifications() {
 func (e *testEnv) keep(chainPEM []byte, names ...string) {
 	e.t.Helper()
 	sorted := slices.Sorted(slices.Values(names))
+	writeFile(e.t, e.storageDir, certmagic.StorageKeys.SiteCert(e.issuerKey(), strings.Join(sorted, ",")), chainPEM)
+}
+
+// checkEndState fails t unless SSLCI holds no pending order of the
+// account but those in others, and exactly the certificates Caddy stores
+// for names (matched by names and end_time == the stored leaf's NotAfter)
+// plus those in otherCerts.
+func (e *testEnv) checkEndState(t testing.TB, names []string, otherOrders, otherCerts []int64) {
+	t.Helper()
+	for _, o := range e.sim.PendingOrders(e.sim.Token()) {
+		if !slices.Contains(otherOrders, o.ID) {
+			t.Errorf("order %d for %s left pending", o.ID, o.Domain)
+		}
+	}
 	fs := &certmagic.FileStorage{Path: e.storageDir}
-	if err := fs.Store(context.Background(), certmagic.StorageKeys.SiteCert(e.issuerKey(), strings.Join(sorted, ",")), chainPEM); err != nil {
+	want := map[string]bool{} // "name end_time" of stored leaves
+	for _, name := range names {
+		data, err := fs.Load(context.Background(), certmagic.StorageKeys.SiteCert(e.issuerKey(), name))
+		if err != nil {
+			t.Errorf("no certificate stored for %s: %v", name, err)
+			continue
+		}
+		leaf := e.parseChain(data, name)
+		want[fmt.Sprintf("%s %d", name, leaf.NotAfter.Unix())] = true
+	}
+	got := map[string]bool{}
+	for _, c := range e.sim.Certificates(e.sim.Token()) {
+		if slices.Contains(otherCerts, c.ID) {
+			continue
+		}
+		k := fmt.Sprintf("%s %d", strings.Join(c.Domains, ","), c.EndTime.Unix())
+		if got[k] || !want[k] {
+			t.Errorf("certificate %d (%s) at SSLCI is not one Caddy stores", c.ID, k)
+		}
+		got[k] = true
+	}
+	for k := range want {
+		if !got[k] {
+			t.Errorf("stored certificate %s is not at SSLCI", k)
+		}
+	}
+}
+
+// faultSeen reports whether the simulator applied kind to a request for op.
+func (e *testEnv) faultSeen(op sslcitest.Op, kind sslcitest.Fault) bool {
+	return slices.ContainsFunc(e.sim.Requests(), func(r sslcitest.Request) bool { return r.Op == op && r.Fault == kind })
+}
+
+// waitAll waits until Caddy serves a certificate for every name.
+func (e *testEnv) waitAll(names []string, limit time.Duration) {
+	e.t.Helper()
+	deadline := time.Now().Add(limit)
+	for _, name := range names {
+		e.waitForCertificate(name, nil, time.Until(deadline))
+	}
+}
+
+// keptKeyPath is where the README says the issuer keeps SSLCI's key for leaf.
+func (e *testEnv) keptKeyPath(leaf *x509.Certificate) string {
+	sum := sha256.Sum256(leaf.RawSubjectPublicKeyInfo)
+	return path.Join("sslci", certmagic.StorageKeys.Safe(e.issuerKey()), "keys", hex.EncodeToString(sum[:])+".pem")
+}
+
+// storedPair reads the certificate and key stored in dir for name and
+// reports whether Caddy could serve them (as certmagic checks them).
+func (e *testEnv) storedPair(dir, name string) (certPEM, keyPEM []byte, err error) {
+	fs := &certmagic.FileStorage{Path: dir}
+	ctx := context.Background()
+	if certPEM, err = fs.Load(ctx, certmagic.StorageKeys.SiteCert(e.issuerKey(), name)); err != nil {
+		return nil, nil, err
+	}
+	if keyPEM, err = fs.Load(ctx, certmagic.StorageKeys.SitePrivateKey(e.issuerKey(), name)); err != nil {
+		return nil, nil, err
+	}
+	_, err = tls.X509KeyPair(certPEM, keyPEM)
+	return certPEM, keyPEM, err
+}
+
+func foreignKeyPEM(t testing.TB) []byte {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := certmagic.PEMEncodePrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func leafOf(t testing.TB, chainPEM []byte) *x509.Certificate {
+	t.Helper()
+	block, _ := pem.Decode(chainPEM)
+	if block == nil {
+		t.Fatal("no PEM certificate")
+	}
+	leaf, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return leaf
+}
+
+func writeFile(t testing.TB, dir, key string, data []byte) {
+	t.Helper()
+	if err := (&certmagic.FileStorage{Path: dir}).Store(context.Background(), key, data); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// filesUnder lists the storage keys under prefix in the file storage at dir.
+func filesUnder(dir, prefix string) []string {
+	var keys []string
+	filepath.WalkDir(filepath.Join(dir, prefix), func(p string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			rel, _ := filepath.Rel(dir, p)
+			keys = append(keys, filepath.ToSlash(rel))
+		}
+		return nil
+	})
+	return keys
+}
+
+// runSSLCI runs `caddy sslci args...` through Caddy's command machinery, as
+// the caddy binary does (the command registered with caddycmd, its cobra
+// flags parsed), and returns what it printed and its error (a non-zero
+// exit status). The token of the simulator must never be in the output.
+func (e *testEnv) runSSLCI(args ...string) (string, error) {
+	e.t.Helper()
+	cmd, ok := caddycmd.Commands()["sslci"]
+	if !ok {
+		e.t.Fatal("no sslci command registered")
+	}
+	root := &cobra.Command{Use: "caddy", SilenceUsage: true, SilenceErrors: true}
+	sub := &cobra.Command{Use: cmd.Name, Short: cmd.Short}
+	cmd.CobraFunc(sub)
+	root.AddCommand(sub)
+	var out bytes.Buffer
+	root.SetOut(&out)
+	root.SetErr(&out)
+	root.SetArgs(append([]string{"sslci"}, args...))
+	err := root.Execute()
+	for _, tok := range e.sim.Tokens() {
+		if strings.Contains(out.String(), tok) || (err != nil && strings.Contains(err.Error(), tok)) {
+			e.t.Errorf("sslci %v printed the token", args)
+		}
+	}
+	return out.String(), err
+}
+
+// writeCaddyfile writes the Caddyfile of e's global options and one site
+// per name, each with the sslci issuer, and returns its path.
+func (e *testEnv) writeCaddyfile(issuerExtra string, names ...string) string {
+	e.t.Helper()
+	text := e.globalOptions("")
+	for _, name := range names {
+		text += fmt.Sprintf("\n%s {\n\ttls {\n\t\t%s\n\t}\n\trespond \"hello\"\n}\n", name, e.issuerBlock(issuerExtra))
+	}
+	path := filepath.Join(e.t.TempDir(), "Caddyfile")
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
 		e.t.Fatal(err)
 	}
+	return path
+}
+
+// foreignCertificate makes a certificate for name in the account through
+// the API, as another client would: its challenge served by a server of
+// its own, never by this Caddy.
+func (e *testEnv) foreignCertificate(name string) {
+	e.t.Helper()
+	client, err := api.New(e.sim.URL(), e.sim.Token())
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	ctx := context.Background()
+	v, err := client.RequestVerification(ctx, name, api.MethodHTTP)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	srv := serveHTTP(e.t, "127.0.0.1:0", func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, v.Content) })
+	e.sim.SetHTTPChallengeAddr(srv)
+	defer e.sim.SetHTTPChallengeAddr(fmt.Sprintf("127.0.0.1:%d", e.httpPort))
+	if _, err := client.ConfirmVerification(ctx, api.ConfirmRequest{Domain: name, OrderID: v.OrderID}); err != nil {
+		e.t.Fatal(err)
+	}
+	if _, err := client.Finalize(ctx, []string{name}, nil); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// serveHTTP serves h on addr until the test ends and returns the address.
+func serveHTTP(t testing.TB, addr string, h http.HandlerFunc) string {
+	t.Helper()
+	// A port Caddy just closed may take a moment to be free.
+	ln, err := net.Listen("tcp", addr)
+	for deadline := time.Now().Add(5 * time.Second); err != nil && time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
+		ln, err = net.Listen("tcp", addr)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return ln.Addr().String()
+}
+
+func mustRead(t testing.TB, path string) string {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(data)
 }

@@ -67,7 +67,7 @@ func TestHintsAndTroubleshooting(t *testing.T) {
 
 	t.Run("another program holds the HTTP port", func(t *testing.T) {
 		e := newEnv(t, sslcitest.Options{})
-		e.captureLogs()
+		e.newLog()
 		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", e.httpPort))
 		if err != nil {
 			t.Fatal(err)

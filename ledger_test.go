@@ -32,14 +32,14 @@ func TestLostAnswerEachOperation(t *testing.T) {
 				if op == sslcitest.OpDelete {
 					e.sim.InjectFault(sslcitest.OpFinalize, sslcitest.FaultLostAfter, 1)
 				}
-				cfg, logFile := withLogFile(t, e.siteConfig("", name, ""))
+				cfg := e.withLog(e.siteConfig("", name, ""))
 				e.startCaddy(cfg)
 				e.waitForCertificate(name, nil, 2*time.Minute)
 
 				if !e.faultSeen(op, kind) {
 					t.Fatalf("the simulator applied no %s to a %s request: %+v", kind, op, e.sim.Requests())
 				}
-				if n, failed := issueCalls(t, logFile, name); n != 1 || failed != 0 {
+				if n, failed := e.issueCalls(name); n != 1 || failed != 0 {
 					t.Errorf("certmagic called Issue %d times (%d failed), want once", n, failed)
 				}
 				e.checkEndState(t, []string{name}, nil, nil)
@@ -71,7 +71,7 @@ func TestFaultsFiftyNames(t *testing.T) {
 			for i := range 50 {
 				names = append(names, fmt.Sprintf("n%02d.fifty.test", i))
 			}
-			cfg, logFile := withLogFile(t, e.siteConfig("", strings.Join(names, ", "), ""))
+			cfg := e.withLog(e.siteConfig("", strings.Join(names, ", "), ""))
 			start := time.Now()
 			e.startCaddy(cfg)
 			e.waitAll(names, 3*time.Minute)
@@ -85,7 +85,7 @@ func TestFaultsFiftyNames(t *testing.T) {
 			}
 			issues, failed := 0, 0
 			for _, name := range names {
-				n, f := issueCalls(t, logFile, name)
+				n, f := e.issueCalls(name)
 				issues, failed = issues+n, failed+f
 			}
 			t.Logf("50 names in %s; %d Issue calls (%d failed); requests %v; faults %v; pending orders %d; certificates at SSLCI %d",
@@ -121,7 +121,7 @@ func TestCrashThenFreshCaddy(t *testing.T) {
 			plan := newFaultPlan(tc.nth, crashWrites)
 			plan.match = tc.crashAt
 			cfg := e.siteConfig("", name, "")
-			e.startCaddy(withStorage(t, cfg, faultStorageConfig(t, e.storageDir, plan)))
+			e.startCaddy(e.withStorage(cfg, faultStorageConfig(t, e.storageDir, plan)))
 			select {
 			case <-plan.tripped:
 			case <-time.After(time.Minute):

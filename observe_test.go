@@ -1,54 +1,18 @@
 package sslci_test
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/caddyserver/caddy/v2"
-	"github.com/caddyserver/caddy/v2/modules/caddytls"
-
 	sslci "github.com/sslci/caddy-sslci"
 	"github.com/sslci/caddy-sslci/sslcitest"
 )
-
-// captureLogs makes the next Caddy started by e log to a JSON file, and
-// returns the Caddyfile global option that does the same.
-func (e *testEnv) captureLogs() string {
-	e.logFile = filepath.Join(e.t.TempDir(), "caddy.log")
-	return fmt.Sprintf("log {\n\t\toutput file %s\n\t\tformat json\n\t}", e.logFile)
-}
-
-// logLines returns the lines Caddy logged with message msg (all: "").
-func (e *testEnv) logLines(msg string) []map[string]any {
-	e.t.Helper()
-	f, err := os.Open(e.logFile)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	defer f.Close()
-	var out []map[string]any
-	sc := bufio.NewScanner(f)
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		var line map[string]any
-		if err := json.Unmarshal(sc.Bytes(), &line); err != nil {
-			e.t.Fatalf("log line %q: %v", sc.Text(), err)
-		}
-		if msg == "" || line["msg"] == msg {
-			out = append(out, line)
-		}
-	}
-	return out
-}
 
 // scrape returns the admin endpoint's /metrics, the caddy_sslci_ lines only.
 func (e *testEnv) scrape() string {
@@ -81,24 +45,6 @@ func wantMetrics(t *testing.T, got string, want ...string) {
 	}
 }
 
-// activeIssuers returns the sslci issuers of the running config.
-func activeIssuers(t *testing.T) []*sslci.Issuer {
-	t.Helper()
-	app, err := caddy.ActiveContext().App("tls")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []*sslci.Issuer
-	for _, p := range app.(*caddytls.TLS).Automation.Policies {
-		for _, iss := range p.Issuers {
-			if s, ok := iss.(*sslci.Issuer); ok {
-				out = append(out, s)
-			}
-		}
-	}
-	return out
-}
-
 // A real Caddy with its admin endpoint on loopback obtains certificates
 // through two sslci issuers (two policies, one registry); /metrics then
 // counts every API request, verification and certificate exactly, and
@@ -107,12 +53,11 @@ func activeIssuers(t *testing.T) []*sslci.Issuer {
 // reload provisions the issuers again into a new registry.
 func TestMetricsAndLogs(t *testing.T) {
 	e := newEnv(t, sslcitest.Options{})
-	logOpt := e.captureLogs()
 	site := func(name, issuerExtra, text string) string {
 		return fmt.Sprintf("%s {\n\ttls {\n\t\t%s\n\t}\n\trespond %q\n}\n", name, e.issuerBlock(issuerExtra), text)
 	}
 	cfg := func(text string) []byte {
-		return adapt(t, e.globalOptions(logOpt)+site("one.metrics.test", "", text)+site("two.metrics.test", "timeout 61s", text))
+		return e.withLog(adapt(t, e.globalOptions("")+site("one.metrics.test", "", text)+site("two.metrics.test", "timeout 61s", text)))
 	}
 	e.startCaddy(cfg("hello"))
 	e.waitForCertificate("one.metrics.test", nil, time.Minute)
@@ -222,8 +167,7 @@ func TestMetricsAndLogs(t *testing.T) {
 	}
 	wantMetrics(t, e.scrape(), `caddy_sslci_api_requests_total{operation="finalize",status="200"} 2`)
 
-	logs, _ := os.ReadFile(e.logFile)
-	if strings.Contains(string(logs), e.sim.Token()) {
+	if e.logHas(e.sim.Token()) {
 		t.Error("the token is in Caddy's log")
 	}
 }

@@ -3,13 +3,9 @@ package sslci_test
 import (
 	"encoding/json"
 	"fmt"
-	"os"
 	"slices"
-	"strings"
 	"testing"
 	"time"
-
-	"github.com/caddyserver/caddy/v2"
 
 	"github.com/sslci/caddy-sslci/sslcitest"
 )
@@ -38,7 +34,7 @@ func testDeleteReplaced(t *testing.T, on bool) {
 		extra = "delete_replaced"
 	}
 	caddyfile := e.writeCaddyfile(extra, name)
-	cfg, logFile := withLogFile(t, adapt(t, mustRead(t, caddyfile)))
+	cfg := e.withLog(adapt(t, mustRead(t, caddyfile)))
 	e.sim.Advance(-89 * 24 * time.Hour)
 	e.startCaddy(cfg)
 	first := e.waitForCertificate(name, nil, time.Minute)
@@ -52,9 +48,7 @@ func testDeleteReplaced(t *testing.T, on bool) {
 			ids["foreign"] = c.ID
 		}
 	}
-	if err := caddy.Stop(); err != nil {
-		t.Fatal(err)
-	}
+	e.stopCaddy()
 	e.sim.Advance(89*24*time.Hour - time.Hour)
 	e.sim.ResetRequests()
 	e.startCaddy(cfg)
@@ -70,7 +64,7 @@ func testDeleteReplaced(t *testing.T, on bool) {
 
 	var left []int64
 	if on {
-		entry := waitForLog(t, logFile, "deleted at SSLCI the certificate the renewal replaced", time.Minute)
+		entry := e.waitForLogLine("deleted at SSLCI the certificate the renewal replaced", time.Minute)
 		if entry["identifier"] != name || entry["crt_id"] != float64(ids["first"]) {
 			t.Errorf("logged %v, want identifier %s and crt_id %d", entry, name, ids["first"])
 		}
@@ -107,20 +101,4 @@ func testDeleteReplaced(t *testing.T, on bool) {
 	if leaf, err := e.handshake(name); err != nil || leaf.SerialNumber.Cmp(renewed.SerialNumber) != 0 {
 		t.Errorf("Caddy no longer serves the renewed certificate: %v", err)
 	}
-}
-
-// waitForLog waits for a line of Caddy's JSON log with msg and returns it.
-func waitForLog(t *testing.T, logFile, msg string, limit time.Duration) map[string]any {
-	t.Helper()
-	for deadline := time.Now().Add(limit); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-		data, _ := os.ReadFile(logFile)
-		for _, line := range strings.Split(string(data), "\n") {
-			var entry map[string]any
-			if json.Unmarshal([]byte(line), &entry) == nil && entry["msg"] == msg {
-				return entry
-			}
-		}
-	}
-	t.Fatalf("no %q in Caddy's log within %s", msg, limit)
-	return nil
 }

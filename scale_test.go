@@ -13,9 +13,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
-	"github.com/caddyserver/caddy/v2/modules/caddytls"
 
-	sslci "github.com/sslci/caddy-sslci"
 	"github.com/sslci/caddy-sslci/api"
 	"github.com/sslci/caddy-sslci/sslcitest"
 )
@@ -54,7 +52,7 @@ func TestManySitesBounded(t *testing.T) {
 			e.waitForIssued(n, 5*time.Minute)
 			e.checkAllServed(n)
 			e.wantCounts(map[sslcitest.Op]int{sslcitest.OpList: 1, sslcitest.OpRequest: n, sslcitest.OpConfirm: n, sslcitest.OpFinalize: n}) // and the ledger's one list per account
-			if got := len(sslciIssuers(t)); got != 1 {
+			if got := len(activeIssuers(t)); got != 1 {
 				t.Errorf("%d sslci issuers provisioned for a global cert_issuer, want 1", got)
 			}
 			if peak := e.sim.PeakInFlight(); peak > tc.bound {
@@ -86,7 +84,7 @@ func TestIssuersShareTheBound(t *testing.T) {
 	e.startCaddy(adapt(t, b.String()))
 	e.waitForIssued(n, 5*time.Minute)
 	e.checkAllServed(n)
-	issuers := sslciIssuers(t)
+	issuers := activeIssuers(t)
 	if len(issuers) < 2 {
 		t.Fatalf("%d sslci issuers, want one per distinct issuer block (2)", len(issuers))
 	}
@@ -171,24 +169,6 @@ func (e *testEnv) checkAllServed(n int) {
 	}
 }
 
-// sslciIssuers returns the provisioned sslci issuers of the running config.
-func sslciIssuers(t testing.TB) []*sslci.Issuer {
-	t.Helper()
-	app, err := caddy.ActiveContext().App("tls")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []*sslci.Issuer
-	for _, ap := range app.(*caddytls.TLS).Automation.Policies {
-		for _, iss := range ap.Issuers {
-			if s, ok := iss.(*sslci.Issuer); ok {
-				out = append(out, s)
-			}
-		}
-	}
-	return out
-}
-
 // TestScaleStart is a measurement, not a test: it starts a real Caddy
 // with SSLCI_SCALE sites and reports how long the last certificate took,
 // how many connections and requests in flight the simulator saw, and with
@@ -224,7 +204,7 @@ func TestScaleStart(t *testing.T) {
 	stopProfile()
 	t.Logf("%d sites: config loaded in %s, last certificate issued %s after the start, %s of CPU (the simulator's included); %d issuer instance(s); "+
 		"%d TCP connections to the API, %d requests in flight at most; requests %v",
-		n, loaded.Round(time.Millisecond), took.Round(time.Millisecond), cpu.Round(time.Millisecond), len(sslciIssuers(t)),
+		n, loaded.Round(time.Millisecond), took.Round(time.Millisecond), cpu.Round(time.Millisecond), len(activeIssuers(t)),
 		e.sim.Connections(), e.sim.PeakInFlight(), e.counts())
 	e.checkAllServed(n)
 }

@@ -3,14 +3,8 @@ package sslci_test
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/hex"
-	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"os"
@@ -22,126 +16,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/certmagic"
 
 	sslci "github.com/sslci/caddy-sslci"
 	"github.com/sslci/caddy-sslci/api"
 	"github.com/sslci/caddy-sslci/sslcitest"
 )
-
-// keyConfig is a Caddy config serving names through the issuer, on the
-// given storage module (nil: the file system at e.storageDir), logging JSON
-// to logFile.
-func (e *testEnv) keyConfig(storage map[string]any, logFile, global string, names ...string) []byte {
-	e.t.Helper()
-	cfg := adapt(e.t, e.globalOptions(global)+fmt.Sprintf("%s {\n\ttls {\n\t\t%s\n\t}\n\trespond \"ok\"\n}\n",
-		strings.Join(names, ", "), e.issuerBlock("")))
-	var m map[string]any
-	if err := json.Unmarshal(cfg, &m); err != nil {
-		e.t.Fatal(err)
-	}
-	if storage != nil {
-		m["storage"] = storage
-	}
-	m["logging"] = map[string]any{"logs": map[string]any{"default": map[string]any{
-		"writer":  map[string]any{"output": "file", "filename": logFile},
-		"encoder": map[string]any{"format": "json"},
-	}}}
-	out, err := json.Marshal(m)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	return out
-}
-
-func runCaddy(t testing.TB, cfg []byte) {
-	t.Helper()
-	if err := caddy.Load(cfg, true); err != nil {
-		t.Fatalf("loading config: %v", err)
-	}
-	t.Cleanup(func() { caddy.Stop() })
-}
-
-func stopCaddy(t testing.TB) {
-	t.Helper()
-	if err := caddy.Stop(); err != nil {
-		t.Fatalf("stopping Caddy: %v", err)
-	}
-}
-
-// keptKeyPath is where the README says the issuer keeps SSLCI's key for leaf.
-func (e *testEnv) keptKeyPath(leaf *x509.Certificate) string {
-	sum := sha256.Sum256(leaf.RawSubjectPublicKeyInfo)
-	return path.Join("sslci", certmagic.StorageKeys.Safe(e.issuerKey()), "keys", hex.EncodeToString(sum[:])+".pem")
-}
-
-// storedPair reads the certificate and key stored in dir for name and
-// reports whether Caddy could serve them (as certmagic checks them).
-func (e *testEnv) storedPair(dir, name string) (certPEM, keyPEM []byte, err error) {
-	fs := &certmagic.FileStorage{Path: dir}
-	ctx := context.Background()
-	if certPEM, err = fs.Load(ctx, certmagic.StorageKeys.SiteCert(e.issuerKey(), name)); err != nil {
-		return nil, nil, err
-	}
-	if keyPEM, err = fs.Load(ctx, certmagic.StorageKeys.SitePrivateKey(e.issuerKey(), name)); err != nil {
-		return nil, nil, err
-	}
-	_, err = tls.X509KeyPair(certPEM, keyPEM)
-	return certPEM, keyPEM, err
-}
-
-func foreignKeyPEM(t testing.TB) []byte {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := certmagic.PEMEncodePrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
-func leafOf(t testing.TB, chainPEM []byte) *x509.Certificate {
-	t.Helper()
-	block, _ := pem.Decode(chainPEM)
-	if block == nil {
-		t.Fatal("no PEM certificate")
-	}
-	leaf, err := x509.ParseCertificate(block.Bytes)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return leaf
-}
-
-func writeFile(t testing.TB, dir, key string, data []byte) {
-	t.Helper()
-	if err := (&certmagic.FileStorage{Path: dir}).Store(context.Background(), key, data); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// filesUnder lists the storage keys under prefix in the file storage at dir.
-func filesUnder(dir, prefix string) []string {
-	var keys []string
-	filepath.WalkDir(filepath.Join(dir, prefix), func(p string, d os.DirEntry, err error) error {
-		if err == nil && !d.IsDir() {
-			rel, _ := filepath.Rel(dir, p)
-			keys = append(keys, filepath.ToSlash(rel))
-		}
-		return nil
-	})
-	return keys
-}
-
-func logContains(t testing.TB, file, msg string) bool {
-	t.Helper()
-	data, _ := os.ReadFile(file)
-	return bytes.Contains(data, []byte(msg))
-}
 
 const (
 	logInstalled = "installed the kept private key SSLCI generated"
@@ -166,10 +46,9 @@ func TestKeyStoredBeforeCertificate(t *testing.T) {
 	if err := os.Chtimes(filepath.Join(e.storageDir, stale), old, old); err != nil {
 		t.Fatal(err)
 	}
-	runCaddy(t, e.keyConfig(faultStorageConfig(t, e.storageDir, plan),
-		filepath.Join(t.TempDir(), "caddy.log"), "", name))
+	e.startCaddy(e.withStorage(e.withLog(e.siteConfig("", name, "")), faultStorageConfig(t, e.storageDir, plan)))
 	leaf := e.waitForCertificate(name, nil, time.Minute)
-	stopCaddy(t)
+	e.stopCaddy()
 
 	ik := e.issuerKey()
 	kept := e.keptKeyPath(leaf)
@@ -214,9 +93,10 @@ func TestForeignKeyRepairedAtStart(t *testing.T) {
 		t.Run(fmt.Sprintf("kept=%v", withKept), func(t *testing.T) {
 			e := newEnv(t, sslcitest.Options{})
 			name := "repair.test"
-			runCaddy(t, e.keyConfig(nil, filepath.Join(t.TempDir(), "first.log"), "", name))
+			cfg := e.withLog(e.siteConfig("", name, ""))
+			e.startCaddy(cfg)
 			first := e.waitForCertificate(name, nil, time.Minute)
-			stopCaddy(t)
+			e.stopCaddy()
 
 			_, sslciKey, err := e.storedPair(e.storageDir, name)
 			if err != nil {
@@ -228,8 +108,8 @@ func TestForeignKeyRepairedAtStart(t *testing.T) {
 			}
 			finalizes := e.sim.CountRequests(sslcitest.OpFinalize)
 
-			logFile := filepath.Join(t.TempDir(), "second.log")
-			runCaddy(t, e.keyConfig(nil, logFile, "", name))
+			e.newLog()
+			e.startCaddy(e.withLog(cfg))
 			served := e.waitForCertificate(name, nil, time.Minute)
 			if _, _, err := e.storedPair(e.storageDir, name); err != nil {
 				t.Errorf("stored pair after the repair: %v", err)
@@ -239,7 +119,7 @@ func TestForeignKeyRepairedAtStart(t *testing.T) {
 				if !served.Equal(first) || newFinalizes != 0 {
 					t.Errorf("served serial %x (first %x) after %d finalizes; want the first certificate, no new one", served.SerialNumber, first.SerialNumber, newFinalizes)
 				}
-				if !logContains(t, logFile, logInstalled) || !logContains(t, logFile, `"identifier":"repair.test"`) {
+				if !e.logHas(logInstalled) || !e.logHas(`"identifier":"repair.test"`) {
 					t.Errorf("the log does not say the kept key was installed for %s", name)
 				}
 				if files := filesUnder(e.storageDir, path.Dir(e.keptKeyPath(first))); len(files) != 0 {
@@ -249,7 +129,7 @@ func TestForeignKeyRepairedAtStart(t *testing.T) {
 				if served.Equal(first) || newFinalizes != 1 {
 					t.Errorf("served serial %x (first %x) after %d finalizes; want a new certificate", served.SerialNumber, first.SerialNumber, newFinalizes)
 				}
-				if !logContains(t, logFile, logRemoved) {
+				if !e.logHas(logRemoved) {
 					t.Errorf("the log does not say the unusable certificate was removed")
 				}
 			}
@@ -265,9 +145,10 @@ func TestKeptKeyUnreadableIsNotAbsent(t *testing.T) {
 	defer sslci.SetRepairRetryDelay(100 * time.Millisecond)()
 	e := newEnv(t, sslcitest.Options{})
 	name := "unreadable.test"
-	runCaddy(t, e.keyConfig(nil, filepath.Join(t.TempDir(), "first.log"), "", name))
+	cfg := e.withLog(e.siteConfig("", name, ""))
+	e.startCaddy(cfg)
 	first := e.waitForCertificate(name, nil, time.Minute)
-	stopCaddy(t)
+	e.stopCaddy()
 	_, sslciKey, err := e.storedPair(e.storageDir, name)
 	if err != nil {
 		t.Fatalf("after the first run: %v", err)
@@ -286,8 +167,8 @@ func TestKeptKeyUnreadableIsNotAbsent(t *testing.T) {
 		}
 		return nil
 	})
-	logFile := filepath.Join(t.TempDir(), "second.log")
-	runCaddy(t, e.keyConfig(faultStorageConfig(t, e.storageDir, plan), logFile, "", name))
+	e.newLog()
+	e.startCaddy(e.withStorage(e.withLog(cfg), faultStorageConfig(t, e.storageDir, plan)))
 	for deadline := time.Now().Add(30 * time.Second); failed.Load() == 0; time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("Caddy never read the kept key")
@@ -306,7 +187,7 @@ func TestKeptKeyUnreadableIsNotAbsent(t *testing.T) {
 	if n := e.sim.CountRequests(sslcitest.OpFinalize) - finalizes; n != 0 {
 		t.Errorf("%d new certificates obtained; want none", n)
 	}
-	if logContains(t, logFile, logRemoved) || !logContains(t, logFile, logInstalled) {
+	if e.logHas(logRemoved) || !e.logHas(logInstalled) {
 		t.Errorf("the log does not say the kept key was installed, or says the set was removed")
 	}
 }
@@ -325,9 +206,8 @@ func TestPeerRepairsWithoutRestart(t *testing.T) {
 			// 31% of 90s is left): time enough to store the peer's first.
 			e := newEnv(t, sslcitest.Options{Validity: 30 * time.Second})
 			name := "peer.test"
-			logFile := filepath.Join(t.TempDir(), "caddy.log")
-			cfg := e.keyConfig(nil, logFile, "renew_interval 1s", name)
-			runCaddy(t, bytes.Replace(cfg, []byte(`"issuers"`), []byte(`"renewal_window_ratio":0.31,"issuers"`), 1))
+			cfg := e.withLog(e.siteConfig("renew_interval 1s", name, ""))
+			e.startCaddy(bytes.Replace(cfg, []byte(`"issuers"`), []byte(`"renewal_window_ratio":0.31,"issuers"`), 1))
 			first := e.waitForCertificate(name, nil, time.Minute)
 
 			// The peer's certificate, made 40s later as SSLCI sees it (so it
@@ -358,14 +238,14 @@ func TestPeerRepairsWithoutRestart(t *testing.T) {
 				if !served.Equal(peerLeaf) {
 					t.Errorf("served serial %x, want the peer's %x with its kept key", served.SerialNumber, peerLeaf.SerialNumber)
 				}
-				if !logContains(t, logFile, logInstalled) {
+				if !e.logHas(logInstalled) {
 					t.Error("the log does not say the kept key was installed")
 				}
 			} else {
 				if served.Equal(peerLeaf) {
 					t.Error("the peer's certificate is served, though its key is lost")
 				}
-				if !logContains(t, logFile, logRemoved) {
+				if !e.logHas(logRemoved) {
 					t.Error("the log does not say the unusable certificate was removed")
 				}
 			}
@@ -395,14 +275,14 @@ func TestStorageFaultAtEveryWrite(t *testing.T) {
 				// Caddy renews them when it starts.
 				e.sim.Advance(-89 * 24 * time.Hour)
 				e.faultRun(t, snapshot, newFaultPlan(0, failWrite), names, false)
-				stopCaddy(t)
+				e.stopCaddy()
 				e.sim.Advance(89 * 24 * time.Hour)
 			}
 
 			clean := newFaultPlan(0, failWrite)
 			e.faultRun(t, copyDir(t, snapshot), clean, names, renewal)
 			clean.waitQuiet(time.Second)
-			stopCaddy(t)
+			e.stopCaddy()
 			clean.release()
 			writes := clean.recorded()
 			for i, w := range writes {
@@ -414,8 +294,7 @@ func TestStorageFaultAtEveryWrite(t *testing.T) {
 				for k := 1; k <= len(writes); k++ {
 					dir := copyDir(t, snapshot)
 					plan := newFaultPlan(k, mode)
-					runCaddy(t, e.keyConfig(faultStorageConfig(t, dir, plan),
-						filepath.Join(dir, "..", fmt.Sprintf("faulty-%v-%d.log", mode, k)), "", names...))
+					e.startCaddy(e.faultConfig(t, dir, plan, "", names))
 					// A run may make fewer writes than the clean one (the
 					// last ones race): once every name is served and no write
 					// comes, this write never will.
@@ -442,23 +321,22 @@ func TestStorageFaultAtEveryWrite(t *testing.T) {
 					if mode != killWrites {
 						plan.waitQuiet(50 * time.Millisecond)
 					}
-					stopCaddy(t)
+					e.stopCaddy()
 					plan.release()
 					tried++
 
 					fresh := newFaultPlan(0, failWrite)
-					logFile := filepath.Join(dir, "..", fmt.Sprintf("fresh-%v-%d.log", mode, k))
 					// Maintenance every second: a job of the stopped Caddy may
 					// still hold its name in certmagic's process-wide job queue
 					// when this one starts (a killed process would not).
-					runCaddy(t, e.keyConfig(faultStorageConfig(t, dir, fresh), logFile, "renew_interval 1s", names...))
+					e.startCaddy(e.faultConfig(t, dir, fresh, "renew_interval 1s", names))
 					for _, name := range names {
 						if err := e.waitServed(dir, name, renewal, 30*time.Second); err != nil {
 							unservable++
 							t.Errorf("%v at write %d (%s %s): %s not served: %v", mode, k, writes[k-1].op, writes[k-1].key, name, err)
 						}
 					}
-					stopCaddy(t)
+					e.stopCaddy()
 					fresh.release()
 				}
 			}
@@ -468,11 +346,17 @@ func TestStorageFaultAtEveryWrite(t *testing.T) {
 	}
 }
 
+// faultConfig is the config of a Caddy serving names on the storage at dir
+// through plan, with the global options extra.
+func (e *testEnv) faultConfig(t *testing.T, dir string, plan *faultPlan, extra string, names []string) []byte {
+	t.Helper()
+	return e.withStorage(e.withLog(e.siteConfig(extra, strings.Join(names, ", "), "")), faultStorageConfig(t, dir, plan))
+}
+
 // faultRun starts Caddy on dir through plan and waits until every name is served.
 func (e *testEnv) faultRun(t *testing.T, dir string, plan *faultPlan, names []string, renewed bool) {
 	t.Helper()
-	runCaddy(t, e.keyConfig(faultStorageConfig(t, dir, plan),
-		filepath.Join(t.TempDir(), "caddy.log"), "", names...))
+	e.startCaddy(e.faultConfig(t, dir, plan, "", names))
 	for _, name := range names {
 		if err := e.waitServed(dir, name, renewed, time.Minute); err != nil {
 			t.Fatal(err)

@@ -6,8 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caddyserver/caddy/v2"
-
 	"github.com/sslci/caddy-sslci/sslcitest"
 )
 
@@ -61,9 +59,7 @@ func TestTrustedRootsForTheEndpoint(t *testing.T) {
 	if n := len(e.sim.Requests()); n != 0 {
 		t.Errorf("the simulator answered %d requests over TLS it should not have been trusted for", n)
 	}
-	if err := caddy.Stop(); err != nil {
-		t.Fatal(err)
-	}
+	e.stopCaddy()
 
 	e.startCaddy(e.siteConfig("", "tls.test", ""))
 	e.waitForCertificate("tls.test", nil, time.Minute)
@@ -94,13 +90,11 @@ func TestRenewalRefusedKeepsCertificate(t *testing.T) {
 			// day left of 90): the next Caddy on this storage renews it as
 			// it starts, with the fault already in place.
 			e := newEnv(t, sslcitest.Options{})
-			cfg := e.siteConfig(e.captureLogs(), tc.name, "")
+			cfg := e.withLog(e.siteConfig("", tc.name, ""))
 			e.sim.Advance(-89 * 24 * time.Hour)
 			e.startCaddy(cfg)
 			first := e.waitForCertificate(tc.name, nil, time.Minute)
-			if err := caddy.Stop(); err != nil {
-				t.Fatal(err)
-			}
+			e.stopCaddy()
 			e.sim.Advance(89 * 24 * time.Hour)
 			e.sim.InjectFault(sslcitest.OpFinalize, tc.fault, 1000)
 			e.sim.ResetRequests()
@@ -127,21 +121,5 @@ func TestRenewalRefusedKeepsCertificate(t *testing.T) {
 				t.Error("the private key in storage is no longer the current certificate's")
 			}
 		})
-	}
-}
-
-// waitForLogLine polls Caddy's log (see captureLogs) for a line with
-// message msg and returns the first.
-func (e *testEnv) waitForLogLine(msg string, limit time.Duration) map[string]any {
-	e.t.Helper()
-	deadline := time.Now().Add(limit)
-	for {
-		if lines := e.logLines(msg); len(lines) > 0 {
-			return lines[0]
-		}
-		if time.Now().After(deadline) {
-			e.t.Fatalf("no log line %q within %s; log: %v", msg, limit, e.logLines(""))
-		}
-		time.Sleep(100 * time.Millisecond)
 	}
 }
