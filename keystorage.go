@@ -150,7 +150,19 @@ func (iss *Issuer) guardKeys(cfg *certmagic.Config) {
 	if ks, ok := cfg.Storage.(*keyStorage); cfg.Storage == nil || ok && ks.iss == iss {
 		return
 	}
-	cfg.Storage = &keyStorage{Storage: cfg.Storage, iss: iss, keys: iss.ledger.Keys, cfg: cfg}
+	ks := &keyStorage{Storage: cfg.Storage, iss: iss, keys: iss.ledger.Keys, cfg: cfg}
+	cfg.Storage = ks
+	if stop, delay := iss.stopped, sweepDelay; stop != nil {
+		go func() {
+			t := time.NewTimer(delay)
+			defer t.Stop()
+			select {
+			case <-stop.Done():
+			case <-t.C:
+				ks.sweepPrevious(stop)
+			}
+		}()
+	}
 }
 
 // keyStorage is certmagic's storage, as seen by certmagic, for a policy with
@@ -162,9 +174,8 @@ type keyStorage struct {
 	cfg  *certmagic.Config // whose storage this is
 
 	mu       sync.Mutex
-	held     map[string]int    // locks this Caddy holds through this storage
-	retrying map[string]bool   // names whose repair is to be tried again
-	previous map[string]string // by site: the previous key kept while its renewal is written (previouskey.go)
+	held     map[string]int  // locks this Caddy holds through this storage
+	retrying map[string]bool // names whose repair is to be tried again
 }
 
 // repairRetryDelay is how long after a repair that storage errors left

@@ -9,7 +9,8 @@ package sslci
 // puts it back: the name is served at once with the previous certificate,
 // with SSLCI reachable or not, and certmagic renews it again when it can.
 // The kept key goes once the renewed certificate is stored beside its own
-// key, when it is put back, or once its certificate has expired.
+// key, when it is put back, or once its certificate has expired; a sweep a
+// minute after the start deletes those a stopped Caddy left.
 
 import (
 	"context"
@@ -18,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"path"
 	"strings"
 	"time"
 
@@ -57,37 +59,64 @@ func (ks *keyStorage) keepPrevious(ctx context.Context, site string, newKey []by
 	if err := ks.Storage.Store(ctx, kept, keyPEM); err != nil {
 		return fmt.Errorf("sslci: %s: keeping the private key of the certificate a renewal replaces: %w", site, err)
 	}
-	ks.mu.Lock()
-	if ks.previous == nil {
-		ks.previous = make(map[string]string)
-	}
-	ks.previous[site] = kept
-	ks.mu.Unlock()
 	return nil
 }
 
-// dropPrevious deletes the previous key kept for site once certPEM, just
-// stored, is stored beside its own key: the renewed set is complete.
+// dropPrevious deletes the previous keys kept for site once certPEM, just
+// stored, is stored beside its own key: the renewed set is complete, and
+// the keys of the certificates it replaced are of no more use.
 func (ks *keyStorage) dropPrevious(ctx context.Context, site string, certPEM []byte) {
-	ks.mu.Lock()
-	kept := ks.previous[site]
-	ks.mu.Unlock()
-	if kept == "" {
-		return
+	files, err := ks.Storage.List(ctx, ks.keys.PreviousKeys(site), false)
+	if err != nil || len(files) == 0 {
+		return // none (or storage cannot say: left for the sweep, or for their expiry)
 	}
 	keyPEM, err := ks.Storage.Load(ctx, ks.keys.SiteKey(site))
 	if err != nil || pairMatches(certPEM, keyPEM) != nil {
-		return // left for the repair, or for its expiry
+		return // left for the repair
 	}
-	if err := ks.Storage.Delete(ctx, kept); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		ks.iss.logger.Warn("deleting the private key kept during a renewal", zap.String("identifier", site), zap.Error(err))
+	ks.dropPreviousExcept(ctx, site, files, certPEM)
+}
+
+// dropPreviousExcept deletes the kept keys in files but certPEM's own.
+func (ks *keyStorage) dropPreviousExcept(ctx context.Context, site string, files []string, certPEM []byte) {
+	own := ""
+	if leaf, err := ledger.ParseLeaf(certPEM); err == nil {
+		spki := sha256.Sum256(leaf.RawSubjectPublicKeyInfo)
+		own = hex.EncodeToString(spki[:])
+	}
+	for _, f := range files {
+		if spki, _, ok := ledger.ParsePreviousKey(f); ok && spki == own {
+			continue
+		}
+		if err := ks.Storage.Delete(ctx, f); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			ks.iss.logger.Warn("deleting the private key kept during a renewal", zap.String("identifier", site), zap.Error(err))
+		}
+	}
+}
+
+// sweepPrevious deletes, once, sweepDelay after the start, the kept
+// previous keys that a Caddy which stopped between storing the renewed
+// certificate and deleting them left: those of a site whose stored pair is
+// complete and is another certificate, and those whose certificate has
+// expired. A site whose pair is not complete keeps them, for its repair.
+func (ks *keyStorage) sweepPrevious(ctx context.Context) {
+	dirs, err := ks.Storage.List(ctx, path.Dir(ks.keys.PreviousKeys("x")), false)
+	if err != nil {
 		return
 	}
-	ks.mu.Lock()
-	if ks.previous[site] == kept {
-		delete(ks.previous, site)
+	for _, dir := range dirs {
+		site := path.Base(dir)
+		ks.removeExpiredPrevious(ctx, site)
+		files, err := ks.Storage.List(ctx, dir, false)
+		if err != nil || len(files) == 0 {
+			continue
+		}
+		keyPEM, certPEM, err := ks.loadPair(ctx, site)
+		if err != nil || certPEM == nil || pairMatches(certPEM, keyPEM) != nil {
+			continue
+		}
+		ks.dropPreviousExcept(ctx, site, files, certPEM)
 	}
-	ks.mu.Unlock()
 }
 
 // previousKeyFor returns the kept previous key of certPEM's certificate
