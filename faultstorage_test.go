@@ -145,7 +145,7 @@ func (p *faultPlan) release() {
 // waitQuiet waits until no write has come for d (at most a minute).
 func (p *faultPlan) waitQuiet(d time.Duration) {
 	last, since := -1, time.Now()
-	for start := time.Now(); time.Since(start) < time.Minute; time.Sleep(10 * time.Millisecond) {
+	for start := time.Now(); time.Since(start) < time.Minute; time.Sleep(5 * time.Millisecond) {
 		if n := len(p.recorded()); n != last {
 			last, since = n, time.Now()
 		} else if time.Since(since) >= d {

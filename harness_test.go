@@ -657,10 +657,13 @@ func (e *testEnv) waitAll(names []string, limit time.Duration) {
 	}
 }
 
-// keptKeyPath is where the README says the issuer keeps SSLCI's key for leaf.
+// keptKeyPath is where the README says the issuer keeps a key for leaf:
+// in its site's folder, named by its public key and the leaf's expiry.
 func (e *testEnv) keptKeyPath(leaf *x509.Certificate) string {
 	sum := sha256.Sum256(leaf.RawSubjectPublicKeyInfo)
-	return path.Join("sslci", certmagic.StorageKeys.Safe(e.issuerKey()), "keys", hex.EncodeToString(sum[:])+".pem")
+	site := certmagic.StorageKeys.Safe(strings.Join(slices.Sorted(slices.Values(leaf.DNSNames)), ","))
+	return path.Join("sslci", certmagic.StorageKeys.Safe(e.issuerKey()), "keys", site,
+		fmt.Sprintf("%s-%d.pem", hex.EncodeToString(sum[:]), leaf.NotAfter.Unix()))
 }
 
 // storedPair reads the certificate and key stored in dir for name and

@@ -14,29 +14,32 @@ package sslci
 // certmagic refuses for good ("unusable certificate") after a crash. So
 // instead SetConfig wraps the config's Storage in keyStorage:
 //
-//   - Issue keeps SSLCI's key in storage (ledger.Keys.KeptKey, named by the SHA-256
-//     of its public key) before returning, and remembers it in memory by the
-//     SHA-256 of the CSR's public key.
-//   - Store of SitePrivateKey for this issuer: if the key certmagic writes is
-//     a CSR key whose certificate is for SSLCI's key, SSLCI's key is written
-//     instead. Storage never holds SSLCI's certificate beside Caddy's key; a
-//     crash before the certificate is written leaves a key with no
-//     certificate (first issuance: certmagic obtains again) or beside the
-//     previous certificate (renewal: repaired as below), as certmagic's own
-//     key-then-certificate order does for any issuer. Before it overwrites
-//     a valid pair's key, the key is kept (previouskey.go).
-//   - Store of SiteCert: once the certificate is stored beside its key, the
-//     kept key is deleted. A kept key whose certificate never got stored is
-//     deleted by the next Issue after keptKeyTTL.
+//   - Issue keeps SSLCI's key in storage (keptkeys.go) before returning, and
+//     remembers it in memory by the SHA-256 of the CSR's public key.
+//   - Store of SitePrivateKey for this issuer: the key of the valid pair it
+//     overwrites, if any (a renewal), is kept first (keptkeys.go); if the key
+//     certmagic writes is a CSR key whose certificate is for SSLCI's key,
+//     SSLCI's key is written instead. Storage never holds SSLCI's
+//     certificate beside Caddy's key; a crash before the certificate is
+//     written leaves a key with no certificate (first issuance: certmagic
+//     obtains again) or beside the previous certificate (renewal: repaired
+//     as below, with the kept previous key).
+//   - Store of SiteMeta: the set is complete; the site's kept keys are
+//     deleted. A Delete of the certificate or key while a renewal is being
+//     written is certmagic rolling back a failed write: the previous
+//     certificate and key are put back instead.
 //   - Load of SitePrivateKey for this issuer checks the key against the
 //     stored certificate as certmagic will (tls.X509KeyPair). If they do not
 //     match, whatever the cause, it takes certmagic's issue lock for the name
 //     (so as not to read a peer's write half done), reads both again and
 //     repairs: installs the kept key if one matches the certificate (SSLCI's,
-//     or the previous key a renewal cut short was replacing:
-//     previouskey.go), or, when none exists anywhere, deletes certificate,
+//     or the previous key a renewal cut short was replacing), or, when none
+//     exists anywhere, deletes certificate,
 //     key and metadata (in that order) and answers fs.ErrNotExist, so
 //     certmagic obtains a new certificate at once.
+//   - Load of SiteMeta that finds none, beside a key and certificate that
+//     are a valid pair (a first issuance cut before its last write): the
+//     metadata is written from the certificate, so that the name is served.
 //
 // Every certmagic path that loads a certificate from storage reads the key
 // first through Config.Storage (loadCertResource), so the repair covers them:
@@ -53,6 +56,7 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -62,11 +66,12 @@ import (
 	"github.com/caddyserver/certmagic"
 	"go.uber.org/zap"
 
+	"github.com/sslci/caddy-sslci/internal/issuance"
 	"github.com/sslci/caddy-sslci/internal/ledger"
 )
 
-// keptKeyTTL is how long a kept key may wait for its certificate: certmagic
-// stores it within seconds of Issue returning, so an older one is stale.
+// keptKeyTTL is how long SSLCI's key is remembered in memory for its
+// certificate: certmagic stores it within seconds of Issue returning.
 const keptKeyTTL = 24 * time.Hour
 
 // serverKeys are SSLCI's keys that Issue returned certificates for, until
@@ -79,52 +84,6 @@ type serverKeys struct {
 type pendingKey struct {
 	pem   []byte // SSLCI's key
 	added time.Time
-}
-
-// keptKeyPath is where SSLCI's key waits in storage, named by its public key.
-func (iss *Issuer) keptKeyPath(spki [32]byte) string { return iss.ledger.Keys.KeptKey(spki) }
-
-// keepServerKey makes SSLCI's key for leaf durable, and known to keyStorage
-// by the CSR's public key, before Issue returns the certificate.
-func (iss *Issuer) keepServerKey(ctx context.Context, csr *x509.CertificateRequest, leaf *x509.Certificate, keyPEM []byte) error {
-	storage := iss.getStorage()
-	if err := storage.Store(ctx, iss.keptKeyPath(sha256.Sum256(leaf.RawSubjectPublicKeyInfo)), keyPEM); err != nil {
-		return err
-	}
-	iss.removeStaleKeptKeys(ctx, storage)
-
-	now := time.Now()
-	iss.keys.mu.Lock()
-	defer iss.keys.mu.Unlock()
-	if iss.keys.pending == nil {
-		iss.keys.pending = make(map[[32]byte]pendingKey)
-	}
-	for h, p := range iss.keys.pending {
-		if now.Sub(p.added) > keptKeyTTL {
-			delete(iss.keys.pending, h)
-		}
-	}
-	iss.keys.pending[sha256.Sum256(csr.RawSubjectPublicKeyInfo)] = pendingKey{pem: keyPEM, added: now}
-	return nil
-}
-
-// removeStaleKeptKeys deletes kept keys older than keptKeyTTL: their
-// certificate was never stored. Storages that report no modification time
-// keep them.
-func (iss *Issuer) removeStaleKeptKeys(ctx context.Context, storage certmagic.Storage) {
-	keys, err := storage.List(ctx, iss.ledger.Keys.KeptKeys(), false)
-	if err != nil {
-		return
-	}
-	for _, k := range keys {
-		info, err := storage.Stat(ctx, k)
-		if err != nil || info.Modified.IsZero() || time.Since(info.Modified) < keptKeyTTL {
-			continue
-		}
-		if err := storage.Delete(ctx, k); err != nil {
-			iss.logger.Warn("deleting a stale kept private key", zap.String("key", k), zap.Error(err))
-		}
-	}
 }
 
 // serverKeyFor returns SSLCI's key if keyPEM is the key of a CSR whose
@@ -159,7 +118,7 @@ func (iss *Issuer) guardKeys(cfg *certmagic.Config) {
 			select {
 			case <-stop.Done():
 			case <-t.C:
-				ks.sweepPrevious(stop)
+				ks.sweepKept(stop)
 			}
 		}()
 	}
@@ -176,6 +135,7 @@ type keyStorage struct {
 	mu       sync.Mutex
 	held     map[string]int  // locks this Caddy holds through this storage
 	retrying map[string]bool // names whose repair is to be tried again
+	previous map[string]pair // by site: what a renewal this Caddy writes replaces (keptkeys.go)
 }
 
 // repairRetryDelay is how long after a repair that storage errors left
@@ -187,59 +147,68 @@ var repairRetryDelay = time.Minute
 func (ks *keyStorage) Store(ctx context.Context, key string, value []byte) error {
 	if name, ok := ks.keys.Site(key, ledger.Keys.SiteKey); ok {
 		p, csr, swap := ks.iss.serverKeyFor(value)
-		newKey := value
 		if swap {
-			newKey = p.pem
+			value = p.pem
 		}
-		if err := ks.keepPrevious(ctx, name, newKey); err != nil {
+		if err := ks.keepPrevious(ctx, name, value); err != nil {
+			return err
+		}
+		if err := ks.Storage.Store(ctx, key, value); err != nil {
+			ks.renewed(name)
 			return err
 		}
 		if swap {
-			if err := ks.Storage.Store(ctx, key, p.pem); err != nil {
-				return err
-			}
 			ks.iss.keys.mu.Lock()
 			delete(ks.iss.keys.pending, csr)
 			ks.iss.keys.mu.Unlock()
 			ks.iss.logger.Info("stored the private key SSLCI generated in place of Caddy's", zap.String("identifier", name))
-			return nil
 		}
+		return nil
 	}
 	if err := ks.Storage.Store(ctx, key, value); err != nil {
 		return err
 	}
-	if name, ok := ks.keys.Site(key, ledger.Keys.SiteCert); ok {
-		ks.dropKeptKey(ctx, name, value)
-		ks.dropPrevious(ctx, name, value)
+	if name, ok := ks.keys.Site(key, ledger.Keys.SiteMeta); ok {
+		ks.renewed(name)
+		ks.dropKept(ctx, name)
 	}
 	return nil
 }
 
-// dropKeptKey deletes the kept key of the certificate just stored for name,
-// if the key stored beside it is that key.
-func (ks *keyStorage) dropKeptKey(ctx context.Context, name string, certPEM []byte) {
-	leaf, err := ledger.ParseLeaf(certPEM)
-	if err != nil {
-		return
+// Delete of a site's certificate or key while this Caddy writes a renewal
+// of it is certmagic's roll-back of a renewal whose later write failed
+// (storeTx deletes what it wrote): the previous certificate and key are put
+// back instead, so that storage holds the pair that was served.
+func (ks *keyStorage) Delete(ctx context.Context, key string) error {
+	for _, kind := range []func(ledger.Keys, string) string{ledger.Keys.SiteCert, ledger.Keys.SiteKey} {
+		name, ok := ks.keys.Site(key, kind)
+		if !ok {
+			continue
+		}
+		prev, ok := ks.renewing(name)
+		if !ok {
+			break
+		}
+		value := prev.certPEM
+		if key == ks.keys.SiteKey(name) {
+			value = prev.keyPEM
+			defer ks.renewed(name) // the key is the roll-back's last delete
+		}
+		ks.iss.logger.Warn("a renewal's write failed: putting back the certificate and key it was replacing", zap.String("identifier", name))
+		return ks.Storage.Store(ctx, key, value)
 	}
-	kept := ks.keys.KeptKey(sha256.Sum256(leaf.RawSubjectPublicKeyInfo))
-	if !ks.Storage.Exists(ctx, kept) {
-		return
-	}
-	keyPEM, err := ks.Storage.Load(ctx, ks.keys.SiteKey(name))
-	if err != nil {
-		return
-	}
-	if _, err := tls.X509KeyPair(certPEM, keyPEM); err != nil {
-		return
-	}
-	if err := ks.Storage.Delete(ctx, kept); err != nil {
-		ks.iss.logger.Warn("deleting the kept private key of a stored certificate", zap.String("identifier", name), zap.Error(err))
-	}
+	return ks.Storage.Delete(ctx, key)
 }
 
 // Load checks a site's key against its certificate and repairs the pair.
 func (ks *keyStorage) Load(ctx context.Context, key string) ([]byte, error) {
+	if name, ok := ks.keys.Site(key, ledger.Keys.SiteMeta); ok {
+		data, err := ks.Storage.Load(ctx, key)
+		if errors.Is(err, fs.ErrNotExist) && !ks.holding(name) {
+			return ks.repairMeta(ctx, name, err)
+		}
+		return data, err
+	}
 	name, ok := ks.keys.Site(key, ledger.Keys.SiteKey)
 	if !ok {
 		return ks.Storage.Load(ctx, key)
@@ -255,6 +224,44 @@ func (ks *keyStorage) Load(ctx context.Context, key string) ([]byte, error) {
 		ks.retryLater(name)
 	}
 	return keyPEM, err
+}
+
+// repairMeta writes the metadata of a stored certificate whose metadata is
+// missing (certmagic writes key, certificate, then metadata: a first
+// issuance cut before the last), if the key and certificate are a pair:
+// without it certmagic takes the name for one without a certificate, and
+// the name is off HTTPS until SSLCI can be reached. Else it answers
+// notFound, as storage did.
+func (ks *keyStorage) repairMeta(ctx context.Context, name string, notFound error) ([]byte, error) {
+	keyPEM, certPEM, err := ks.loadPair(ctx, name)
+	if err != nil || certPEM == nil || pairMatches(certPEM, keyPEM) != nil {
+		return nil, notFound
+	}
+	leaf, err := ledger.ParseLeaf(certPEM)
+	if err != nil || !time.Now().Before(leaf.NotAfter) {
+		return nil, notFound
+	}
+	lock := ledger.IssueLockOfDir(name)
+	if err := ks.Storage.Lock(ctx, lock); err != nil {
+		return nil, notFound
+	}
+	defer ks.Storage.Unlock(context.WithoutCancel(ctx), lock)
+	if data, err := ks.Storage.Load(ctx, ks.keys.SiteMeta(name)); !errors.Is(err, fs.ErrNotExist) {
+		return data, err // a peer finished writing it
+	}
+	issuerData, err := json.Marshal(issuance.Metadata{Endpoint: ks.iss.Endpoint})
+	if err != nil {
+		return nil, err
+	}
+	meta, err := json.Marshal(certmagic.CertificateResource{SANs: leaf.DNSNames, IssuerData: issuerData})
+	if err != nil {
+		return nil, err
+	}
+	if err := ks.Storage.Store(ctx, ks.keys.SiteMeta(name), meta); err != nil {
+		return nil, fmt.Errorf("sslci: %s: writing the missing metadata of a stored certificate: %w", name, err)
+	}
+	ks.iss.logger.Warn("repaired a stored certificate whose metadata was missing (an issuance cut before certmagic wrote it)", zap.String("identifier", name))
+	return meta, nil
 }
 
 // retryLater tries a repair again, once storage may answer: certmagic
@@ -330,36 +337,19 @@ func (ks *keyStorage) repair(ctx context.Context, name string) ([]byte, error) {
 	}
 	log := ks.iss.logger.With(zap.String("identifier", name), zap.NamedError("problem", mismatch))
 
-	if leaf, err := ledger.ParseLeaf(certPEM); err == nil {
-		keptPath := ks.keys.KeptKey(sha256.Sum256(leaf.RawSubjectPublicKeyInfo))
-		kept, err := ks.Storage.Load(ctx, keptPath)
-		switch {
-		case err == nil && pairMatches(certPEM, kept) == nil:
-			if err := ks.Storage.Store(ctx, ks.keys.SiteKey(name), kept); err != nil {
-				return nil, fmt.Errorf("sslci: %s: installing the kept private key SSLCI generated for the stored certificate: %w", name, err)
-			}
-			if err := ks.Storage.Delete(ctx, keptPath); err != nil {
-				log.Warn("deleting the kept private key after installing it", zap.Error(err))
-			}
-			log.Warn("repaired a stored certificate whose private key was not its own: installed the kept private key SSLCI generated for it")
-			return kept, nil
-		case err != nil && !errors.Is(err, fs.ErrNotExist):
-			return nil, fmt.Errorf("sslci: %s: reading the kept private key for a stored certificate whose private key is not its own; left as it is: %w", name, err)
-		}
-	}
-
-	switch previous, kept, err := ks.previousKeyFor(ctx, name, certPEM); {
+	switch kept, keptAt, err := ks.keptKeyFor(ctx, name, certPEM); {
 	case err != nil:
-		return nil, fmt.Errorf("sslci: %s: reading the private keys kept during a renewal, for a stored certificate whose private key is not its own; left as it is: %w", name, err)
-	case previous != nil:
-		if err := ks.Storage.Store(ctx, ks.keys.SiteKey(name), previous); err != nil {
-			return nil, fmt.Errorf("sslci: %s: putting back the private key of the stored certificate: %w", name, err)
+		return nil, fmt.Errorf("sslci: %s: reading the private keys kept for a stored certificate whose private key is not its own; left as it is: %w", name, err)
+	case kept != nil:
+		if err := ks.Storage.Store(ctx, ks.keys.SiteKey(name), kept); err != nil {
+			return nil, fmt.Errorf("sslci: %s: installing the kept private key of the stored certificate: %w", name, err)
 		}
-		if err := ks.Storage.Delete(ctx, kept); err != nil {
-			log.Warn("deleting the kept private key after putting it back", zap.Error(err))
+		if err := ks.Storage.Delete(ctx, keptAt); err != nil {
+			log.Warn("deleting the kept private key after installing it", zap.Error(err))
 		}
-		log.Warn("repaired a stored certificate whose private key was not its own (a renewal was cut between the two): put back its previous private key; certmagic renews it again when due")
-		return previous, nil
+		log.Warn("repaired a stored certificate whose private key was not its own: installed the kept private key SSLCI generated for it, " +
+			"or the previous key a renewal cut short was replacing (certmagic renews it again when due)")
+		return kept, nil
 	}
 
 	// The certificate goes first: without it, certmagic obtains again.

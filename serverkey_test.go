@@ -31,21 +31,20 @@ const (
 // certmagic writes the key, then the certificate, then the metadata, under
 // StorageKeys' names: the issuer keeps SSLCI's key before that, the key
 // certmagic writes is already SSLCI's, and the kept key goes once the
-// certificate is stored. This fails if certmagic changes its layout or order.
+// set is stored (its metadata last). This fails if certmagic changes its
+// layout or order.
 func TestKeyStoredBeforeCertificate(t *testing.T) {
 	e := newEnv(t, sslcitest.Options{})
 	plan := newFaultPlan(0, failWrite)
 	name := "order.test"
-	// Kept keys whose certificate never came: a stale one goes at the
-	// next issuance, a recent one stays.
+	// Kept keys whose certificate never came (a Caddy stopped before
+	// certmagic stored it): this site's goes once its set is complete;
+	// another site's, whose set is not, stays.
 	keysDir := path.Join("sslci", certmagic.StorageKeys.Safe(e.issuerKey()), "keys")
-	stale, recent := path.Join(keysDir, "stale.pem"), path.Join(keysDir, "recent.pem")
+	never := strings.Repeat("ab", 32) + "-" + fmt.Sprint(time.Now().Add(90*24*time.Hour).Unix()) + ".pem"
+	stale, recent := path.Join(keysDir, name, never), path.Join(keysDir, "other.test", never)
 	writeFile(t, e.storageDir, stale, foreignKeyPEM(t))
 	writeFile(t, e.storageDir, recent, foreignKeyPEM(t))
-	old := time.Now().Add(-25 * time.Hour)
-	if err := os.Chtimes(filepath.Join(e.storageDir, stale), old, old); err != nil {
-		t.Fatal(err)
-	}
 	e.startCaddy(e.withStorage(e.withLog(e.siteConfig("", name, "")), faultStorageConfig(t, e.storageDir, plan)))
 	leaf := e.waitForCertificate(name, nil, time.Minute)
 	e.stopCaddy()
@@ -56,8 +55,8 @@ func TestKeyStoredBeforeCertificate(t *testing.T) {
 		"store " + kept,
 		"store " + certmagic.StorageKeys.SitePrivateKey(ik, name),
 		"store " + certmagic.StorageKeys.SiteCert(ik, name),
-		"delete " + kept,
 		"store " + certmagic.StorageKeys.SiteMeta(ik, name),
+		"delete " + kept,
 	}
 	var got []string
 	var keyPEM []byte
@@ -258,12 +257,18 @@ func TestPeerRepairsWithoutRestart(t *testing.T) {
 
 // A storage that fails, or stops answering for good (a kill -9), at any one
 // write of a first issuance of two names, or of their renewal, leaves
-// storage from which a fresh Caddy serves every name, with its key stored
-// beside it.
+// storage from which a fresh Caddy with SSLCI unreachable serves every name
+// that has a valid certificate in storage (during a renewal: every name,
+// with the previous certificate if need be), and then, SSLCI back, a fresh
+// Caddy serves every name, with its key stored beside it; a renewal ends
+// with nothing pending at SSLCI and no key kept in storage.
 func TestStorageFaultAtEveryWrite(t *testing.T) {
 	if testing.Short() {
-		t.Skip("starts Caddy twice per write")
+		t.Skip("starts Caddy three times per write")
 	}
+	// The kept keys a stopped Caddy left go 200ms after the start, once the
+	// start's own issuances are done (the sweep takes their names' locks).
+	defer sslci.SetSweepDelay(200 * time.Millisecond)()
 	names := []string{"one.test", "two.test"}
 	for _, phase := range []string{"issuance", "renewal"} {
 		t.Run(phase, func(t *testing.T) {
@@ -289,7 +294,7 @@ func TestStorageFaultAtEveryWrite(t *testing.T) {
 				t.Logf("write %d: %s %s", i+1, w.op, w.key)
 			}
 
-			var tried, unservable int
+			var tried, unservable, offline int
 			for _, mode := range []faultMode{failWrite, killWrites} {
 				for k := 1; k <= len(writes); k++ {
 					dir := copyDir(t, snapshot)
@@ -306,7 +311,7 @@ func TestStorageFaultAtEveryWrite(t *testing.T) {
 								return
 							}
 						}
-						plan.waitQuiet(50 * time.Millisecond)
+						plan.waitQuiet(30 * time.Millisecond)
 					}()
 					select {
 					case <-plan.tripped:
@@ -319,29 +324,59 @@ func TestStorageFaultAtEveryWrite(t *testing.T) {
 					}
 
 					if mode != killWrites {
-						plan.waitQuiet(50 * time.Millisecond)
+						plan.waitQuiet(30 * time.Millisecond)
 					}
 					e.stopCaddy()
 					plan.release()
 					tried++
 
+					// SSLCI unreachable (every request answered 500): every
+					// name with a valid certificate in storage is served, the
+					// previous one if the renewal was cut.
+					withCert := e.validCertificates(dir, names)
+					if len(withCert) > 0 {
+						e.sim.InjectFault(sslcitest.OpAny, sslcitest.FaultServerError, 1<<30)
+						down := newFaultPlan(0, failWrite)
+						e.startCaddy(e.faultConfig(t, dir, down, "", names))
+						for _, name := range withCert {
+							if err := e.waitServed(dir, name, false, 30*time.Second); err != nil {
+								offline++
+								t.Errorf("%v at write %d (%s %s), SSLCI unreachable: %s has a valid certificate in storage but is not served: %v",
+									mode, k, writes[k-1].op, writes[k-1].key, name, err)
+							}
+						}
+						e.stopCaddy()
+						down.release()
+						e.sim.InjectFault(sslcitest.OpAny, sslcitest.FaultServerError, 0)
+					}
+
 					fresh := newFaultPlan(0, failWrite)
-					// Maintenance every second: a job of the stopped Caddy may
-					// still hold its name in certmagic's process-wide job queue
-					// when this one starts (a killed process would not).
-					e.startCaddy(e.faultConfig(t, dir, fresh, "renew_interval 1s", names))
+					// Maintenance every 100ms: a job of the stopped Caddy (a
+					// renewal that failed, SSLCI unreachable) may still hold its
+					// name in certmagic's process-wide job queue when this one
+					// starts (a killed process would not).
+					e.startCaddy(e.faultConfig(t, dir, fresh, "renew_interval 100ms", names))
 					for _, name := range names {
 						if err := e.waitServed(dir, name, renewal, 30*time.Second); err != nil {
 							unservable++
 							t.Errorf("%v at write %d (%s %s): %s not served: %v", mode, k, writes[k-1].op, writes[k-1].key, name, err)
 						}
 					}
+					if renewal {
+						// Renewed: nothing pending at SSLCI, no key kept.
+						if n := len(e.sim.PendingOrders(e.sim.Token())); n != 0 {
+							t.Errorf("%v at write %d: %d orders left pending", mode, k, n)
+						}
+						if kept := e.waitNoKeptKeys(dir); len(kept) != 0 {
+							t.Errorf("%v at write %d (%s %s): keys left kept in storage: %v", mode, k, writes[k-1].op, writes[k-1].key, kept)
+						}
+					}
 					e.stopCaddy()
 					fresh.release()
 				}
 			}
-			t.Logf("%s: %d writes; %d faults tried (%d failed writes, %d kills); names left unservable: %d",
-				phase, len(writes), tried, tried/2, tried/2, unservable)
+			t.Logf("%s: %d writes; %d faults tried (%d failed writes, %d kills); names left unservable: %d; "+
+				"names with a valid certificate not served with SSLCI unreachable: %d", phase, len(writes), tried, tried/2, tried/2, unservable, offline)
 		})
 	}
 }
@@ -369,7 +404,7 @@ func (e *testEnv) faultRun(t *testing.T, dir string, plan *faultPlan, names []st
 // with more than a month left.
 func (e *testEnv) waitServed(dir, name string, renewed bool, limit time.Duration) error {
 	var err error
-	for deadline := time.Now().Add(limit); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+	for deadline := time.Now().Add(limit); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
 		var served *x509.Certificate
 		if served, err = e.handshake(name); err != nil {
 			continue
@@ -389,6 +424,30 @@ func (e *testEnv) waitServed(dir, name string, renewed bool, limit time.Duration
 		}
 	}
 	return err
+}
+
+// validCertificates are the names with an unexpired certificate stored
+// in dir, whatever key is beside it.
+func (e *testEnv) validCertificates(dir string, names []string) []string {
+	var out []string
+	for _, name := range names {
+		data, err := os.ReadFile(filepath.Join(dir, certmagic.StorageKeys.SiteCert(e.issuerKey(), name)))
+		if err == nil && time.Now().Before(leafOf(e.t, data).NotAfter) {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
+// waitNoKeptKeys waits a moment for the kept keys in dir to go, and
+// returns those left.
+func (e *testEnv) waitNoKeptKeys(dir string) []string {
+	prefix := path.Join("sslci", certmagic.StorageKeys.Safe(e.issuerKey()), "keys")
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if kept := filesUnder(dir, prefix); len(kept) == 0 || time.Now().After(deadline) {
+			return kept
+		}
+	}
 }
 
 // copyDir returns a new directory with the files of src.

@@ -19,9 +19,8 @@ import (
 //	sslci/<issuer key>/<account>/ledger/orders/<domain>/<unique>.json
 //	sslci/<issuer key>/<account>/ledger/certificates/<first name>/<unique>.json
 //	sslci/<issuer key>/<account>/verifications/<domain>.json
-//	sslci/<issuer key>/keys/<sha256 of a public key>.pem     SSLCI's keys, kept
-//	sslci/<issuer key>/keys/previous/<names key>/<sha256>-<not after>.pem
-//	                                                         a renewed certificate's predecessor's key
+//	sslci/<issuer key>/keys/<names key>/<sha256>-<not after>.pem
+//	                                                         private keys kept for a site's certificates
 //	acme/<issuer key>/challenge_tokens/<domain>.json         HTTP challenges
 //	certificates/<issuer key>/<names key>/...                certmagic's own
 //
@@ -59,29 +58,22 @@ func (k Keys) Verification(name string) string {
 	return path.Join(k.issuerDir(), k.Account, "verifications", safe(name)+".json")
 }
 
-// KeptKeys is the folder where SSLCI's keys wait for their certificate.
-func (k Keys) KeptKeys() string { return path.Join(k.issuerDir(), "keys") }
+// KeptKeysRoot holds a folder of kept private keys per site.
+func (k Keys) KeptKeysRoot() string { return path.Join(k.issuerDir(), "keys") }
 
-// KeptKey is where SSLCI's key with this public key (the SHA-256 of its
-// SubjectPublicKeyInfo) waits.
-func (k Keys) KeptKey(spki [32]byte) string {
-	return path.Join(k.KeptKeys(), hex.EncodeToString(spki[:])+".pem")
+// KeptKeys is the folder of the private keys kept for the certificates
+// stored under namesKey: SSLCI's key from Issue until its certificate is
+// stored beside it, and a certificate's key while a renewal overwrites it.
+func (k Keys) KeptKeys(namesKey string) string { return path.Join(k.KeptKeysRoot(), safe(namesKey)) }
+
+// KeptKey is where the key with this public key (the SHA-256 of its
+// SubjectPublicKeyInfo), for a certificate valid until notAfter, is kept.
+func (k Keys) KeptKey(namesKey string, spki [32]byte, notAfter time.Time) string {
+	return path.Join(k.KeptKeys(namesKey), fmt.Sprintf("%s-%d.pem", hex.EncodeToString(spki[:]), notAfter.Unix()))
 }
 
-// PreviousKeys is the folder where the key of the certificate stored
-// under namesKey waits while a renewal overwrites it.
-func (k Keys) PreviousKeys(namesKey string) string {
-	return path.Join(k.KeptKeys(), "previous", safe(namesKey))
-}
-
-// PreviousKey is where the key with this public key (the SHA-256 of its
-// SubjectPublicKeyInfo) of a certificate valid until notAfter waits.
-func (k Keys) PreviousKey(namesKey string, spki [32]byte, notAfter time.Time) string {
-	return path.Join(k.PreviousKeys(namesKey), fmt.Sprintf("%s-%d.pem", hex.EncodeToString(spki[:]), notAfter.Unix()))
-}
-
-// ParsePreviousKey reads a PreviousKey's public key hash and not-after time.
-func ParsePreviousKey(key string) (spki string, notAfter time.Time, ok bool) {
+// ParseKeptKey reads a KeptKey's public key hash (hex) and not-after time.
+func ParseKeptKey(key string) (spki string, notAfter time.Time, ok bool) {
 	spki, unix, ok := strings.Cut(strings.TrimSuffix(path.Base(key), ".pem"), "-")
 	secs, err := strconv.ParseInt(unix, 10, 64)
 	if !ok || err != nil || len(spki) != 64 {

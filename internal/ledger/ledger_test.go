@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/caddyserver/certmagic"
 
@@ -20,7 +21,7 @@ func TestKeys(t *testing.T) {
 		k.Floor():                          "sslci/sslci-127.0.0.1-8080-api/0123abcd/ledger/floor.json",
 		k.recordsDir(kindOrders, "A.test"): "sslci/sslci-127.0.0.1-8080-api/0123abcd/ledger/orders/a.test",
 		k.Verification("*.b.test"):         "sslci/sslci-127.0.0.1-8080-api/0123abcd/verifications/wildcard_.b.test.json",
-		k.KeptKey([32]byte{1}):             "sslci/sslci-127.0.0.1-8080-api/keys/0100000000000000000000000000000000000000000000000000000000000000.pem",
+		k.KeptKey("*.f.test", [32]byte{1}, time.Unix(1800000000, 0)): "sslci/sslci-127.0.0.1-8080-api/keys/wildcard_.f.test/0100000000000000000000000000000000000000000000000000000000000000-1800000000.pem",
 		k.Challenge("c.test"):              "acme/sslci-127.0.0.1-8080-api/challenge_tokens/c.test.json",
 		k.SiteCert("d.test"):               certmagic.StorageKeys.SiteCert(k.IssuerKey, "d.test"),
 		IssueLock("*.e.test"):              "issue_cert_*.e.test",

@@ -1,0 +1,202 @@
+package sslci
+
+// The private keys kept in storage for a site's certificates, beside
+// certmagic's own files, in one folder per site (ledger.Keys.KeptKeys), each
+// named by its public key and its certificate's expiry:
+//
+//   - SSLCI's key, from Issue until certmagic has stored its certificate
+//     beside it (see keystorage.go): a crash in between leaves a
+//     certificate whose key can be put back.
+//   - A certificate's key, while a renewal overwrites it. certmagic writes
+//     the new key, then the new certificate; cut in between (a kill, a
+//     storage error, a hang), storage holds the new key beside the
+//     previous certificate, still valid for weeks. The kept key is put back
+//     by the repair, so the name is served at once with the previous
+//     certificate, with SSLCI reachable or not, and certmagic renews it
+//     again when it can.
+//
+// Every kept key of a site goes once a certificate is stored beside its own
+// key (the set is complete: nothing kept is of use any more), when the
+// repair puts it back, or once its certificate has expired; a sweep after
+// the start deletes those a stopped Caddy left. The keys are never logged.
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"path"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/sslci/caddy-sslci/internal/ledger"
+)
+
+// keepServerKey makes SSLCI's key for leaf durable, and known to keyStorage
+// by the CSR's public key, before Issue returns the certificate.
+func (iss *Issuer) keepServerKey(ctx context.Context, csr *x509.CertificateRequest, leaf *x509.Certificate, keyPEM []byte) error {
+	site := ledger.NamesKey(csr.DNSNames)
+	kept := iss.ledger.Keys.KeptKey(site, sha256.Sum256(leaf.RawSubjectPublicKeyInfo), leaf.NotAfter)
+	if err := iss.getStorage().Store(ctx, kept, keyPEM); err != nil {
+		return err
+	}
+	now := time.Now()
+	iss.keys.mu.Lock()
+	defer iss.keys.mu.Unlock()
+	if iss.keys.pending == nil {
+		iss.keys.pending = make(map[[32]byte]pendingKey)
+	}
+	for h, p := range iss.keys.pending {
+		if now.Sub(p.added) > keptKeyTTL {
+			delete(iss.keys.pending, h)
+		}
+	}
+	iss.keys.pending[sha256.Sum256(csr.RawSubjectPublicKeyInfo)] = pendingKey{pem: keyPEM, added: now}
+	return nil
+}
+
+// keepPrevious keeps the key stored for the site before newKey overwrites
+// it, if the stored key and certificate are a valid pair and newKey is
+// another key. A storage that cannot say what it holds fails the write:
+// certmagic keeps serving what it has and renews later.
+func (ks *keyStorage) keepPrevious(ctx context.Context, site string, newKey []byte) error {
+	keyPEM, err := ks.Storage.Load(ctx, ks.keys.SiteKey(site))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil // a first issuance
+	}
+	if err != nil {
+		return fmt.Errorf("sslci: %s: reading the private key a renewal replaces: %w", site, err)
+	}
+	if string(keyPEM) == string(newKey) {
+		return nil // the key is reused
+	}
+	certPEM, err := ks.Storage.Load(ctx, ks.keys.SiteCert(site))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("sslci: %s: reading the certificate a renewal replaces: %w", site, err)
+	}
+	leaf, err := ledger.ParseLeaf(certPEM)
+	if err != nil || !time.Now().Before(leaf.NotAfter) || pairMatches(certPEM, keyPEM) != nil {
+		return nil // nothing servable to keep
+	}
+	kept := ks.keys.KeptKey(site, sha256.Sum256(leaf.RawSubjectPublicKeyInfo), leaf.NotAfter)
+	if err := ks.Storage.Store(ctx, kept, keyPEM); err != nil {
+		return fmt.Errorf("sslci: %s: keeping the private key of the certificate a renewal replaces: %w", site, err)
+	}
+	ks.mu.Lock()
+	defer ks.mu.Unlock()
+	if ks.previous == nil {
+		ks.previous = make(map[string]pair)
+	}
+	ks.previous[site] = pair{certPEM: certPEM, keyPEM: keyPEM}
+	return nil
+}
+
+// pair is a certificate and its key, as stored.
+type pair struct{ certPEM, keyPEM []byte }
+
+// renewing returns what the renewal of site this Caddy is writing
+// replaces, if it is writing one.
+func (ks *keyStorage) renewing(site string) (pair, bool) {
+	ks.mu.Lock()
+	defer ks.mu.Unlock()
+	p, ok := ks.previous[site]
+	return p, ok
+}
+
+// renewed ends the renewal of site: written, or rolled back.
+func (ks *keyStorage) renewed(site string) {
+	ks.mu.Lock()
+	defer ks.mu.Unlock()
+	delete(ks.previous, site)
+}
+
+// dropKept deletes the keys kept for site once its set is written (its
+// metadata last) and its certificate is stored beside its own key.
+func (ks *keyStorage) dropKept(ctx context.Context, site string) {
+	files, err := ks.Storage.List(ctx, ks.keys.KeptKeys(site), false)
+	if err != nil || len(files) == 0 {
+		return // none (or storage cannot say: left for the sweep, or for their expiry)
+	}
+	keyPEM, certPEM, err := ks.loadPair(ctx, site)
+	if err != nil || certPEM == nil || pairMatches(certPEM, keyPEM) != nil {
+		return // left for the repair
+	}
+	ks.deleteKept(ctx, site, files)
+}
+
+func (ks *keyStorage) deleteKept(ctx context.Context, site string, files []string) {
+	for _, f := range files {
+		if err := ks.Storage.Delete(ctx, f); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			ks.iss.logger.Warn("deleting a kept private key", zap.String("identifier", site), zap.Error(err))
+		}
+	}
+}
+
+// keptKeyFor returns the kept key of certPEM's certificate for site, and
+// where it is kept; nil if there is none. An error means storage could not
+// say.
+func (ks *keyStorage) keptKeyFor(ctx context.Context, site string, certPEM []byte) (keyPEM []byte, kept string, err error) {
+	leaf, err := ledger.ParseLeaf(certPEM)
+	if err != nil {
+		return nil, "", nil
+	}
+	spki := sha256.Sum256(leaf.RawSubjectPublicKeyInfo)
+	files, err := ks.Storage.List(ctx, ks.keys.KeptKeys(site), false)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, "", nil
+	}
+	if err != nil {
+		return nil, "", err
+	}
+	for _, f := range files {
+		if h, _, ok := ledger.ParseKeptKey(f); !ok || h != hex.EncodeToString(spki[:]) {
+			continue
+		}
+		keyPEM, err := ks.Storage.Load(ctx, f)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return nil, "", err
+		}
+		if pairMatches(certPEM, keyPEM) == nil {
+			return keyPEM, f, nil
+		}
+	}
+	return nil, "", nil
+}
+
+// sweepKept deletes the kept keys that a Caddy which stopped left: those
+// of a site whose stored pair is complete, and those whose certificate
+// has expired. A site whose pair is not complete keeps the others, for
+// its repair.
+func (ks *keyStorage) sweepKept(ctx context.Context) {
+	dirs, err := ks.Storage.List(ctx, ks.keys.KeptKeysRoot(), false)
+	if err != nil {
+		return
+	}
+	for _, dir := range dirs {
+		site := path.Base(dir)
+		files, err := ks.Storage.List(ctx, dir, false)
+		if err != nil || len(files) == 0 {
+			continue
+		}
+		keyPEM, certPEM, err := ks.loadPair(ctx, site)
+		if err == nil && certPEM != nil && pairMatches(certPEM, keyPEM) == nil {
+			ks.deleteKept(ctx, site, files)
+			continue
+		}
+		for _, f := range files {
+			if _, notAfter, ok := ledger.ParseKeptKey(f); ok && time.Now().After(notAfter) {
+				ks.deleteKept(ctx, site, []string{f})
+			}
+		}
+	}
+}
