@@ -83,6 +83,23 @@ func TestKeyStoredBeforeCertificate(t *testing.T) {
 	}
 }
 
+// obtainThenForeignKey runs a Caddy until it serves name, stops it, and
+// writes a foreign key beside the stored certificate; it returns the
+// config, the certificate and the key that was stored (SSLCI's).
+func (e *testEnv) obtainThenForeignKey(name string) (cfg []byte, first *x509.Certificate, sslciKey []byte) {
+	e.t.Helper()
+	cfg = e.withLog(e.siteConfig("", name, ""))
+	e.startCaddy(cfg)
+	first = e.waitForCertificate(name, nil, time.Minute)
+	e.stopCaddy()
+	_, sslciKey, err := e.storedPair(e.storageDir, name)
+	if err != nil {
+		e.t.Fatalf("after the first run: %v", err)
+	}
+	writeFile(e.t, e.storageDir, certmagic.StorageKeys.SitePrivateKey(e.issuerKey(), name), foreignKeyPEM(e.t))
+	return cfg, first, sslciKey
+}
+
 // A certificate stored beside a key that is not its own (a crash of an
 // older version, a hand edit) is repaired when a fresh Caddy loads it: with
 // SSLCI's key kept in storage it is installed and the certificate served;
@@ -92,16 +109,7 @@ func TestForeignKeyRepairedAtStart(t *testing.T) {
 		t.Run(fmt.Sprintf("kept=%v", withKept), func(t *testing.T) {
 			e := newEnv(t, sslcitest.Options{})
 			name := "repair.test"
-			cfg := e.withLog(e.siteConfig("", name, ""))
-			e.startCaddy(cfg)
-			first := e.waitForCertificate(name, nil, time.Minute)
-			e.stopCaddy()
-
-			_, sslciKey, err := e.storedPair(e.storageDir, name)
-			if err != nil {
-				t.Fatalf("after the first run: %v", err)
-			}
-			writeFile(t, e.storageDir, certmagic.StorageKeys.SitePrivateKey(e.issuerKey(), name), foreignKeyPEM(t))
+			cfg, first, sslciKey := e.obtainThenForeignKey(name)
 			if withKept {
 				writeFile(t, e.storageDir, e.keptKeyPath(first), sslciKey)
 			}
@@ -144,15 +152,7 @@ func TestKeptKeyUnreadableIsNotAbsent(t *testing.T) {
 	defer sslci.SetRepairRetryDelay(100 * time.Millisecond)()
 	e := newEnv(t, sslcitest.Options{})
 	name := "unreadable.test"
-	cfg := e.withLog(e.siteConfig("", name, ""))
-	e.startCaddy(cfg)
-	first := e.waitForCertificate(name, nil, time.Minute)
-	e.stopCaddy()
-	_, sslciKey, err := e.storedPair(e.storageDir, name)
-	if err != nil {
-		t.Fatalf("after the first run: %v", err)
-	}
-	writeFile(t, e.storageDir, certmagic.StorageKeys.SitePrivateKey(e.issuerKey(), name), foreignKeyPEM(t))
+	cfg, first, sslciKey := e.obtainThenForeignKey(name)
 	kept := e.keptKeyPath(first)
 	writeFile(t, e.storageDir, kept, sslciKey)
 	finalizes := e.sim.CountRequests(sslcitest.OpFinalize)
