@@ -1,7 +1,10 @@
 package sslci
 
 import (
+	"context"
 	"time"
+
+	"github.com/caddyserver/certmagic"
 
 	"github.com/sslci/caddy-sslci/internal/issuance"
 	"github.com/sslci/caddy-sslci/internal/ledger"
@@ -37,9 +40,76 @@ func SetBackoffs(minWait, maxWait time.Duration) (restore func()) {
 	return func() { issuance.DefaultRetry = old }
 }
 
+// SetFloorSaveDelay sets how long the ledger waits before writing its id floor.
+func SetFloorSaveDelay(d time.Duration) (restore func()) {
+	old := ledger.FloorSaveDelay
+	ledger.FloorSaveDelay = d
+	return func() { ledger.FloorSaveDelay = old }
+}
+
 // SetLockWait sets how long prune and delete_replaced wait for a name's lock.
 func SetLockWait(d time.Duration) (restore func()) {
 	old := ledger.LockWait
 	ledger.LockWait = d
 	return func() { ledger.LockWait = old }
+}
+
+// CountStorageOps calls own for each storage operation the issuers
+// provisioned from now on make themselves (the ledger, challenges, kept
+// keys, repairs), and certmagic for each call certmagic makes to the
+// storage of their policies: op is store, delete, load, stat, list, exists,
+// lock, trylock or unlock.
+func CountStorageOps(own, certmagicOp func(op, key string)) (restore func()) {
+	oldOwn := ownStorage
+	ownStorage = func(s certmagic.Storage) certmagic.Storage { return countingStorage{s, own} }
+	certmagicCalls.Store(&certmagicOp)
+	return func() {
+		ownStorage = oldOwn
+		certmagicCalls.Store(nil)
+	}
+}
+
+type countingStorage struct {
+	certmagic.Storage
+	saw func(op, key string)
+}
+
+func (s countingStorage) Store(ctx context.Context, key string, value []byte) error {
+	s.saw("store", key)
+	return s.Storage.Store(ctx, key, value)
+}
+
+func (s countingStorage) Load(ctx context.Context, key string) ([]byte, error) {
+	s.saw("load", key)
+	return s.Storage.Load(ctx, key)
+}
+
+func (s countingStorage) Delete(ctx context.Context, key string) error {
+	s.saw("delete", key)
+	return s.Storage.Delete(ctx, key)
+}
+
+func (s countingStorage) Exists(ctx context.Context, key string) bool {
+	s.saw("exists", key)
+	return s.Storage.Exists(ctx, key)
+}
+
+func (s countingStorage) Stat(ctx context.Context, key string) (certmagic.KeyInfo, error) {
+	s.saw("stat", key)
+	return s.Storage.Stat(ctx, key)
+}
+
+func (s countingStorage) List(ctx context.Context, prefix string, recursive bool) ([]string, error) {
+	s.saw("list", prefix)
+	return s.Storage.List(ctx, prefix, recursive)
+}
+
+func (s countingStorage) Lock(ctx context.Context, name string) error {
+	s.saw("lock", name)
+	return s.Storage.Lock(ctx, name)
+}
+
+func (s countingStorage) Unlock(ctx context.Context, name string) error {
+	s.saw("unlock", name)
+	return s.Storage.Unlock(ctx, name)
 }

@@ -64,7 +64,7 @@ func (iss *Issuer) keepServerKey(ctx context.Context, csr *x509.CertificateReque
 // another key. A storage that cannot say what it holds fails the write:
 // certmagic keeps serving what it has and renews later.
 func (ks *keyStorage) keepPrevious(ctx context.Context, site string, newKey []byte) error {
-	keyPEM, err := ks.Storage.Load(ctx, ks.keys.SiteKey(site))
+	keyPEM, err := ks.own.Load(ctx, ks.keys.SiteKey(site))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil // a first issuance
 	}
@@ -74,7 +74,7 @@ func (ks *keyStorage) keepPrevious(ctx context.Context, site string, newKey []by
 	if string(keyPEM) == string(newKey) {
 		return nil // the key is reused
 	}
-	certPEM, err := ks.Storage.Load(ctx, ks.keys.SiteCert(site))
+	certPEM, err := ks.own.Load(ctx, ks.keys.SiteCert(site))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
@@ -86,7 +86,7 @@ func (ks *keyStorage) keepPrevious(ctx context.Context, site string, newKey []by
 		return nil // nothing servable to keep
 	}
 	kept := ks.keys.KeptKey(site, sha256.Sum256(leaf.RawSubjectPublicKeyInfo), leaf.NotAfter)
-	if err := ks.Storage.Store(ctx, kept, keyPEM); err != nil {
+	if err := ks.own.Store(ctx, kept, keyPEM); err != nil {
 		return fmt.Errorf("sslci: %s: keeping the private key of the certificate a renewal replaces: %w", site, err)
 	}
 	ks.mu.Lock()
@@ -115,25 +115,33 @@ func (ks *keyStorage) renewed(site string) {
 	ks.mu.Lock()
 	defer ks.mu.Unlock()
 	delete(ks.previous, site)
+	delete(ks.writing, site)
+}
+
+// written is what was written of site's set (nil: nothing known).
+func (ks *keyStorage) written(site string) *siteWrite {
+	ks.mu.Lock()
+	defer ks.mu.Unlock()
+	return ks.writing[site]
 }
 
 // dropKept deletes the keys kept for site once its set is written (its
-// metadata last) and its certificate is stored beside its own key.
-func (ks *keyStorage) dropKept(ctx context.Context, site string) {
-	files, err := ks.Storage.List(ctx, ks.keys.KeptKeys(site), false)
+// metadata last) and its certificate is stored beside its own key: known
+// from what was written (w), without reading it back.
+func (ks *keyStorage) dropKept(ctx context.Context, site string, w *siteWrite) {
+	if w == nil || w.certPEM == nil || pairMatches(w.certPEM, w.keyPEM) != nil {
+		return // left for the repair
+	}
+	files, err := ks.own.List(ctx, ks.keys.KeptKeys(site), false)
 	if err != nil || len(files) == 0 {
 		return // none (or storage cannot say: left for the sweep, or for their expiry)
-	}
-	keyPEM, certPEM, err := ks.loadPair(ctx, site)
-	if err != nil || certPEM == nil || pairMatches(certPEM, keyPEM) != nil {
-		return // left for the repair
 	}
 	ks.deleteKept(ctx, site, files)
 }
 
 func (ks *keyStorage) deleteKept(ctx context.Context, site string, files []string) {
 	for _, f := range files {
-		if err := ks.Storage.Delete(ctx, f); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if err := ks.own.Delete(ctx, f); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			ks.iss.logger.Warn("deleting a kept private key", zap.String("identifier", site), zap.Error(err))
 		}
 	}
@@ -148,7 +156,7 @@ func (ks *keyStorage) keptKeyFor(ctx context.Context, site string, certPEM []byt
 		return nil, "", nil
 	}
 	spki := sha256.Sum256(leaf.RawSubjectPublicKeyInfo)
-	files, err := ks.Storage.List(ctx, ks.keys.KeptKeys(site), false)
+	files, err := ks.own.List(ctx, ks.keys.KeptKeys(site), false)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, "", nil
 	}
@@ -159,7 +167,7 @@ func (ks *keyStorage) keptKeyFor(ctx context.Context, site string, certPEM []byt
 		if h, _, ok := ledger.ParseKeptKey(f); !ok || h != hex.EncodeToString(spki[:]) {
 			continue
 		}
-		keyPEM, err := ks.Storage.Load(ctx, f)
+		keyPEM, err := ks.own.Load(ctx, f)
 		if errors.Is(err, fs.ErrNotExist) {
 			continue
 		}
@@ -178,13 +186,13 @@ func (ks *keyStorage) keptKeyFor(ctx context.Context, site string, certPEM []byt
 // has expired. A site whose pair is not complete keeps the others, for
 // its repair.
 func (ks *keyStorage) sweepKept(ctx context.Context) {
-	dirs, err := ks.Storage.List(ctx, ks.keys.KeptKeysRoot(), false)
+	dirs, err := ks.own.List(ctx, ks.keys.KeptKeysRoot(), false)
 	if err != nil {
 		return
 	}
 	for _, dir := range dirs {
 		site := path.Base(dir)
-		files, err := ks.Storage.List(ctx, dir, false)
+		files, err := ks.own.List(ctx, dir, false)
 		if err != nil || len(files) == 0 {
 			continue
 		}

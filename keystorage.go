@@ -61,6 +61,7 @@ import (
 	"fmt"
 	"io/fs"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/certmagic"
@@ -109,7 +110,7 @@ func (iss *Issuer) guardKeys(cfg *certmagic.Config) {
 	if ks, ok := cfg.Storage.(*keyStorage); cfg.Storage == nil || ok && ks.iss == iss {
 		return
 	}
-	ks := &keyStorage{Storage: cfg.Storage, iss: iss, keys: iss.ledger.Keys, cfg: cfg}
+	ks := &keyStorage{Storage: cfg.Storage, own: iss.getStorage(), iss: iss, keys: iss.ledger.Keys, cfg: cfg}
 	cfg.Storage = ks
 	if stop, delay := iss.stopped, sweepDelay; stop != nil {
 		go func() {
@@ -127,15 +128,37 @@ func (iss *Issuer) guardKeys(cfg *certmagic.Config) {
 // keyStorage is certmagic's storage, as seen by certmagic, for a policy with
 // this issuer. See the top of this file.
 type keyStorage struct {
-	certmagic.Storage
-	iss  *Issuer
-	keys ledger.Keys
-	cfg  *certmagic.Config // whose storage this is
+	certmagic.Storage                   // what certmagic's calls pass through to
+	own               certmagic.Storage // the same storage, for the issuer's own operations (ownStorage)
+	iss               *Issuer
+	keys              ledger.Keys
+	cfg               *certmagic.Config // whose storage this is
 
 	mu       sync.Mutex
 	held     map[string]int  // locks this Caddy holds through this storage
 	retrying map[string]bool // names whose repair is to be tried again
 	previous map[string]pair // by site: what a renewal this Caddy writes replaces (keptkeys.go)
+	writing  map[string]*siteWrite
+}
+
+// siteWrite is the set certmagic is writing for a site, as far as it got:
+// once the metadata is written, the kept keys go if the key and
+// certificate written are a pair (keptkeys.go).
+type siteWrite struct{ keyPEM, certPEM []byte }
+
+// wrote records a write of the set of site; f updates its record.
+func (ks *keyStorage) wrote(site string, f func(*siteWrite)) {
+	ks.mu.Lock()
+	defer ks.mu.Unlock()
+	if ks.writing == nil {
+		ks.writing = make(map[string]*siteWrite)
+	}
+	w := ks.writing[site]
+	if w == nil {
+		w = new(siteWrite)
+		ks.writing[site] = w
+	}
+	f(w)
 }
 
 // repairRetryDelay is how long after a repair that storage errors left
@@ -145,6 +168,7 @@ var repairRetryDelay = time.Minute
 // Store writes SSLCI's key in place of the CSR's, and deletes the kept key
 // once its certificate is stored beside it.
 func (ks *keyStorage) Store(ctx context.Context, key string, value []byte) error {
+	certmagicCall("store", key)
 	if name, ok := ks.keys.Site(key, ledger.Keys.SiteKey); ok {
 		p, csr, swap := ks.iss.serverKeyFor(value)
 		if swap {
@@ -157,6 +181,7 @@ func (ks *keyStorage) Store(ctx context.Context, key string, value []byte) error
 			ks.renewed(name)
 			return err
 		}
+		ks.wrote(name, func(w *siteWrite) { w.keyPEM, w.certPEM = value, nil })
 		if swap {
 			ks.iss.keys.mu.Lock()
 			delete(ks.iss.keys.pending, csr)
@@ -168,9 +193,13 @@ func (ks *keyStorage) Store(ctx context.Context, key string, value []byte) error
 	if err := ks.Storage.Store(ctx, key, value); err != nil {
 		return err
 	}
+	if name, ok := ks.keys.Site(key, ledger.Keys.SiteCert); ok {
+		ks.wrote(name, func(w *siteWrite) { w.certPEM = value })
+	}
 	if name, ok := ks.keys.Site(key, ledger.Keys.SiteMeta); ok {
+		w := ks.written(name)
 		ks.renewed(name)
-		ks.dropKept(ctx, name)
+		ks.dropKept(ctx, name, w)
 	}
 	return nil
 }
@@ -180,6 +209,7 @@ func (ks *keyStorage) Store(ctx context.Context, key string, value []byte) error
 // (storeTx deletes what it wrote): the previous certificate and key are put
 // back instead, so that storage holds the pair that was served.
 func (ks *keyStorage) Delete(ctx context.Context, key string) error {
+	certmagicCall("delete", key)
 	for _, kind := range []func(ledger.Keys, string) string{ledger.Keys.SiteCert, ledger.Keys.SiteKey} {
 		name, ok := ks.keys.Site(key, kind)
 		if !ok {
@@ -202,6 +232,7 @@ func (ks *keyStorage) Delete(ctx context.Context, key string) error {
 
 // Load checks a site's key against its certificate and repairs the pair.
 func (ks *keyStorage) Load(ctx context.Context, key string) ([]byte, error) {
+	certmagicCall("load", key)
 	if name, ok := ks.keys.Site(key, ledger.Keys.SiteMeta); ok {
 		data, err := ks.Storage.Load(ctx, key)
 		if errors.Is(err, fs.ErrNotExist) && !ks.holding(name) {
@@ -210,11 +241,11 @@ func (ks *keyStorage) Load(ctx context.Context, key string) ([]byte, error) {
 		return data, err
 	}
 	name, ok := ks.keys.Site(key, ledger.Keys.SiteKey)
-	if !ok {
+	if !ok || ks.holding(name) {
 		return ks.Storage.Load(ctx, key)
 	}
 	keyPEM, certPEM, err := ks.loadPair(ctx, name)
-	if err != nil || certPEM == nil || pairMatches(certPEM, keyPEM) == nil || ks.holding(name) {
+	if err != nil || certPEM == nil || pairMatches(certPEM, keyPEM) == nil {
 		return keyPEM, err
 	}
 	keyPEM, err = ks.repair(ctx, name)
@@ -242,11 +273,11 @@ func (ks *keyStorage) repairMeta(ctx context.Context, name string, notFound erro
 		return nil, notFound
 	}
 	lock := ledger.IssueLockOfDir(name)
-	if err := ks.Storage.Lock(ctx, lock); err != nil {
+	if err := ks.own.Lock(ctx, lock); err != nil {
 		return nil, notFound
 	}
-	defer ks.Storage.Unlock(context.WithoutCancel(ctx), lock)
-	if data, err := ks.Storage.Load(ctx, ks.keys.SiteMeta(name)); !errors.Is(err, fs.ErrNotExist) {
+	defer ks.own.Unlock(context.WithoutCancel(ctx), lock)
+	if data, err := ks.own.Load(ctx, ks.keys.SiteMeta(name)); !errors.Is(err, fs.ErrNotExist) {
 		return data, err // a peer finished writing it
 	}
 	issuerData, err := json.Marshal(issuance.Metadata{Endpoint: ks.iss.Endpoint})
@@ -257,7 +288,7 @@ func (ks *keyStorage) repairMeta(ctx context.Context, name string, notFound erro
 	if err != nil {
 		return nil, err
 	}
-	if err := ks.Storage.Store(ctx, ks.keys.SiteMeta(name), meta); err != nil {
+	if err := ks.own.Store(ctx, ks.keys.SiteMeta(name), meta); err != nil {
 		return nil, fmt.Errorf("sslci: %s: writing the missing metadata of a stored certificate: %w", name, err)
 	}
 	ks.iss.logger.Warn("repaired a stored certificate whose metadata was missing (an issuance cut before certmagic wrote it)", zap.String("identifier", name))
@@ -299,11 +330,11 @@ func (ks *keyStorage) retryLater(name string) {
 // loadPair reads a site's key and certificate; certPEM is nil if there is
 // no certificate to check the key against.
 func (ks *keyStorage) loadPair(ctx context.Context, name string) (keyPEM, certPEM []byte, err error) {
-	keyPEM, err = ks.Storage.Load(ctx, ks.keys.SiteKey(name))
+	keyPEM, err = ks.own.Load(ctx, ks.keys.SiteKey(name))
 	if err != nil {
 		return nil, nil, err
 	}
-	certPEM, err = ks.Storage.Load(ctx, ks.keys.SiteCert(name))
+	certPEM, err = ks.own.Load(ctx, ks.keys.SiteCert(name))
 	if err != nil {
 		return keyPEM, nil, nil // certmagic's own load of it reports the error
 	}
@@ -322,10 +353,10 @@ func pairMatches(certPEM, keyPEM []byte) error {
 // a later load repairs it.
 func (ks *keyStorage) repair(ctx context.Context, name string) ([]byte, error) {
 	lock := ledger.IssueLockOfDir(name)
-	if err := ks.Storage.Lock(ctx, lock); err != nil {
+	if err := ks.own.Lock(ctx, lock); err != nil {
 		return nil, fmt.Errorf("sslci: %s: locking storage to repair a certificate whose private key is not its own: %w", name, err)
 	}
-	defer ks.Storage.Unlock(context.WithoutCancel(ctx), lock)
+	defer ks.own.Unlock(context.WithoutCancel(ctx), lock)
 
 	keyPEM, certPEM, err := ks.loadPair(ctx, name)
 	if err != nil || certPEM == nil {
@@ -341,10 +372,10 @@ func (ks *keyStorage) repair(ctx context.Context, name string) ([]byte, error) {
 	case err != nil:
 		return nil, fmt.Errorf("sslci: %s: reading the private keys kept for a stored certificate whose private key is not its own; left as it is: %w", name, err)
 	case kept != nil:
-		if err := ks.Storage.Store(ctx, ks.keys.SiteKey(name), kept); err != nil {
+		if err := ks.own.Store(ctx, ks.keys.SiteKey(name), kept); err != nil {
 			return nil, fmt.Errorf("sslci: %s: installing the kept private key of the stored certificate: %w", name, err)
 		}
-		if err := ks.Storage.Delete(ctx, keptAt); err != nil {
+		if err := ks.own.Delete(ctx, keptAt); err != nil {
 			log.Warn("deleting the kept private key after installing it", zap.Error(err))
 		}
 		log.Warn("repaired a stored certificate whose private key was not its own: installed the kept private key SSLCI generated for it, " +
@@ -354,7 +385,7 @@ func (ks *keyStorage) repair(ctx context.Context, name string) ([]byte, error) {
 
 	// The certificate goes first: without it, certmagic obtains again.
 	for _, k := range []string{ks.keys.SiteCert(name), ks.keys.SiteKey(name), ks.keys.SiteMeta(name)} {
-		if err := ks.Storage.Delete(ctx, k); err != nil {
+		if err := ks.own.Delete(ctx, k); err != nil {
 			return nil, fmt.Errorf("sslci: %s: removing an unusable certificate (its private key is not its own): %w", name, err)
 		}
 	}
@@ -382,6 +413,7 @@ func (ks *keyStorage) hold(lock string, n int) {
 // Lock, TryLock and Unlock record what this Caddy holds, so that a load
 // under its own issue lock does not wait for that lock.
 func (ks *keyStorage) Lock(ctx context.Context, name string) error {
+	certmagicCall("lock", name)
 	if err := ks.Storage.Lock(ctx, name); err != nil {
 		return err
 	}
@@ -390,6 +422,7 @@ func (ks *keyStorage) Lock(ctx context.Context, name string) error {
 }
 
 func (ks *keyStorage) TryLock(ctx context.Context, name string) (bool, error) {
+	certmagicCall("trylock", name)
 	tl, ok := ks.Storage.(certmagic.TryLocker)
 	if !ok {
 		// What certmagic does for a storage without TryLock.
@@ -404,8 +437,41 @@ func (ks *keyStorage) TryLock(ctx context.Context, name string) (bool, error) {
 }
 
 func (ks *keyStorage) Unlock(ctx context.Context, name string) error {
+	certmagicCall("unlock", name)
 	ks.hold(name, -1)
 	return ks.Storage.Unlock(ctx, name)
+}
+
+// Exists, Stat and List pass through.
+func (ks *keyStorage) Exists(ctx context.Context, key string) bool {
+	certmagicCall("exists", key)
+	return ks.Storage.Exists(ctx, key)
+}
+
+func (ks *keyStorage) Stat(ctx context.Context, key string) (certmagic.KeyInfo, error) {
+	certmagicCall("stat", key)
+	return ks.Storage.Stat(ctx, key)
+}
+
+func (ks *keyStorage) List(ctx context.Context, prefix string, recursive bool) ([]string, error) {
+	certmagicCall("list", prefix)
+	return ks.Storage.List(ctx, prefix, recursive)
+}
+
+// ownStorage is the storage handle for the issuer's own operations (the
+// ledger, challenges, kept keys, repairs): the storage itself, or in tests
+// a wrapper that counts them.
+var ownStorage = func(s certmagic.Storage) certmagic.Storage { return s }
+
+// certmagicCalls, set by tests, sees each call certmagic makes to the
+// storage: the tests count storage operations per certificate, certmagic's
+// apart from the issuer's (which bypass this wrapper).
+var certmagicCalls atomic.Pointer[func(op, key string)]
+
+func certmagicCall(op, key string) {
+	if f := certmagicCalls.Load(); f != nil {
+		(*f)(op, key)
+	}
 }
 
 // RenewLockLease passes lease renewals through to storages that have them.

@@ -224,7 +224,7 @@ func (iss *Issuer) Provision(ctx caddy.Context) error {
 	// Last: a context made by caddy.NewContext alone has no storage (the
 	// config errors above are tested with one). SetConfig replaces it with
 	// the automation policy's.
-	iss.ledger.SetStorage(ctx.Storage())
+	iss.ledger.SetStorage(ownStorage(ctx.Storage()))
 	return nil
 }
 
@@ -268,7 +268,7 @@ func (iss *Issuer) checkConfig() error {
 // SSLCI's private keys are stored safely (keystorage.go).
 func (iss *Issuer) SetConfig(cfg *certmagic.Config) {
 	if cfg.Storage != nil {
-		iss.ledger.SetStorage(cfg.Storage)
+		iss.ledger.SetStorage(ownStorage(cfg.Storage))
 	}
 	iss.ledger.StartSweep(sweepDelay) // what a Caddy that stopped left at SSLCI
 	if iss.acme != nil {

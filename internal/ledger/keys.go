@@ -16,6 +16,7 @@ import (
 // Under the storage's root:
 //
 //	sslci/<issuer key>/<account>/ledger/floor.json
+//	sslci/<issuer key>/<account>/ledger/sweep-index.json
 //	sslci/<issuer key>/<account>/ledger/orders/<domain>/<unique>.json
 //	sslci/<issuer key>/<account>/ledger/certificates/<first name>/<unique>.json
 //	sslci/<issuer key>/<account>/verifications/<domain>.json
@@ -52,6 +53,9 @@ func (k Keys) recordsDir(kind, name string) string { return path.Join(k.LedgerDi
 
 // Floor is the record of the highest ids seen at the account.
 func (k Keys) Floor() string { return path.Join(k.LedgerDir(), "floor.json") }
+
+// SweepIndex is the sweep's index of the records it found stored.
+func (k Keys) SweepIndex() string { return path.Join(k.LedgerDir(), "sweep-index.json") }
 
 // Verification is where the record of name's last confirmed verification is.
 func (k Keys) Verification(name string) string {

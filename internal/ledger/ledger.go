@@ -39,13 +39,14 @@ type Ledger struct {
 	Client *api.Client
 	Logger *zap.Logger
 
-	mu      sync.Mutex
-	storage certmagic.Storage
-	floorV  *floorRecord    // nil until loaded from storage or from a list
-	saved   *floorRecord    // what floor.json holds, as far as we know
-	live    map[string]bool // record keys of requests in flight in this process
-	once    sync.Mutex      // held by EnsureFloor: one GET list, not one per name
-	sweep   sweepState
+	mu         sync.Mutex
+	storage    certmagic.Storage
+	floorV     *floorRecord    // nil until loaded from storage or from a list
+	saved      *floorRecord    // what floor.json holds, as far as we know
+	floorTimer *time.Timer     // SaveFloor's write, pending
+	live       map[string]bool // record keys of requests in flight in this process
+	once       sync.Mutex      // held by EnsureFloor: one GET list, not one per name
+	sweep      sweepState
 }
 
 // SetStorage sets the storage the ledger is in (certmagic's config's,
@@ -132,6 +133,11 @@ func (l *Ledger) Records(ctx context.Context) ([]OrderRecord, []CertRecord, erro
 // thousand records. Records that do not parse are skipped (and logged); a
 // record that cannot be read is an error, never skipped.
 func (l *Ledger) recordsOf(ctx context.Context, names []string) (orders []OrderRecord, certs []CertRecord, err error) {
+	return l.readRecords(ctx, names, nil)
+}
+
+// readRecords is recordsOf, leaving out the keys skip says need no reading.
+func (l *Ledger) readRecords(ctx context.Context, names []string, skip func(key string) bool) (orders []OrderRecord, certs []CertRecord, err error) {
 	storage := l.Storage()
 	var keys []string
 	for _, kind := range []string{kindOrders, kindCerts} {
@@ -154,7 +160,7 @@ func (l *Ledger) recordsOf(ctx context.Context, names []string) (orders []OrderR
 	slices.Sort(keys)
 	prefix := l.Keys.LedgerDir() + "/"
 	for _, key := range keys {
-		if !strings.HasSuffix(key, ".json") {
+		if !strings.HasSuffix(key, ".json") || skip != nil && skip(key) {
 			continue
 		}
 		data, err := storage.Load(ctx, key)
@@ -250,11 +256,37 @@ func (l *Ledger) seenList(list *api.List) {
 	l.Seen(order, cert)
 }
 
-// SaveFloor writes the floor if it rose since last written. Another
-// process may write a lower one meanwhile: a lower floor is still true.
+// SaveFloor writes the floor if it rose since last written, within
+// FloorSaveDelay: a burst of issuances raises it once per order, and it is
+// written once for the burst (FlushFloor writes what is pending when the
+// issuer stops). A floor on record that is lower than the last ids seen, as
+// a kill before the write leaves, or another process's write, is still
+// true: it only makes more of the account's objects candidates for a lost
+// answer (see classify), which it then leaves alone if they are too many.
 func (l *Ledger) SaveFloor(ctx context.Context) {
 	l.mu.Lock()
-	if l.floorV == nil || (l.saved != nil && *l.floorV == *l.saved) {
+	defer l.mu.Unlock()
+	if l.floorTimer != nil || !l.floorDirty() {
+		return
+	}
+	l.floorTimer = time.AfterFunc(FloorSaveDelay, func() { l.FlushFloor(context.WithoutCancel(ctx)) })
+}
+
+// FloorSaveDelay is how long SaveFloor waits for the floor to rise again.
+var FloorSaveDelay = time.Second
+
+func (l *Ledger) floorDirty() bool {
+	return l.floorV != nil && (l.saved == nil || *l.floorV != *l.saved)
+}
+
+// FlushFloor writes the floor now if it rose since last written.
+func (l *Ledger) FlushFloor(ctx context.Context) {
+	l.mu.Lock()
+	if l.floorTimer != nil {
+		l.floorTimer.Stop()
+		l.floorTimer = nil
+	}
+	if !l.floorDirty() {
 		l.mu.Unlock()
 		return
 	}

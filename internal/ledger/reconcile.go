@@ -28,6 +28,9 @@ type Scope struct {
 	names []string // the ledger folders to read; nil: all
 	order func(OrderRecord) bool
 	cert  func(CertRecord) bool
+	skip  func(key string) bool // records known to need nothing: not read
+	// stored sees each certificate record read that is stored and valid.
+	stored func(CertRecord)
 }
 
 // ForNames is every record about one of names: what an Issue for them
@@ -123,7 +126,7 @@ func (l *Ledger) Reconcile(ctx context.Context, sc Scope, resume []string, metho
 // what needs none: history records of expired certificates are dropped,
 // and obtained certificates seen in storage marked stored.
 func (l *Ledger) inScope(ctx context.Context, sc Scope) ([]OrderRecord, []CertRecord, error) {
-	allOrders, allCerts, err := l.recordsOf(ctx, sc.names)
+	allOrders, allCerts, err := l.readRecords(ctx, sc.names, sc.skip)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -156,6 +159,8 @@ func (l *Ledger) inScope(ctx context.Context, sc Scope) ([]OrderRecord, []CertRe
 			l.Drop(ctx, r.Key)
 		case r.State != StateStored:
 			certs = append(certs, r)
+		case sc.stored != nil:
+			sc.stored(r)
 		}
 	}
 	// With orders or certificates to reconcile, the history of the same
@@ -224,22 +229,34 @@ func (l *Ledger) StartSweep(delay time.Duration) {
 	}()
 }
 
-// StopSweep stops the background sweep (from the issuer's Cleanup).
+// StopSweep stops the background sweep and writes the floor if it rose
+// (from the issuer's Cleanup).
 func (l *Ledger) StopSweep() {
 	l.mu.Lock()
-	defer l.mu.Unlock()
 	l.sweep.stopped = true
 	if l.sweep.stop != nil {
 		l.sweep.stop()
 	}
+	l.mu.Unlock()
+	// In the background: a storage that hangs must not hold up Caddy's stop.
+	go l.FlushFloor(context.Background())
 }
 
 // Sweep reconciles every record that needs SSLCI's list, under the issue
 // locks of their names.
 func (l *Ledger) Sweep(ctx context.Context) error {
-	orders, certs, err := l.inScope(ctx, everything)
-	if err != nil || (len(orders) == 0 && len(certs) == 0) {
+	idx := l.loadSweepIndex(ctx)
+	now := time.Now()
+	sc := everything
+	sc.skip = func(key string) bool { return idx.valid(key, now) }
+	sc.stored = idx.add
+	orders, certs, err := l.inScope(ctx, sc)
+	if err != nil {
 		return err
+	}
+	l.saveSweepIndex(ctx, idx)
+	if len(orders) == 0 && len(certs) == 0 {
+		return nil
 	}
 	var names []string
 	for _, r := range orders {

@@ -1,0 +1,190 @@
+package sslci_test
+
+import (
+	"bytes"
+	"fmt"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sslci/caddy-sslci"
+	"github.com/sslci/caddy-sslci/sslcitest"
+)
+
+// opCounts counts storage operations by who made them (certmagic's calls
+// to the storage, or the issuer's own operations), by operation and by
+// what the key holds.
+type opCounts struct {
+	mu   sync.Mutex
+	ops  map[string]int // "certmagic load site", "issuer store record", ...
+	last time.Time
+}
+
+func (c *opCounts) saw(who string) func(op, key string) {
+	return func(op, key string) {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		c.ops[who+" "+op+" "+keyKind(key)]++
+		c.last = time.Now()
+	}
+}
+
+// keyKind is what a storage key holds, for the tables.
+func keyKind(key string) string {
+	switch {
+	case strings.HasPrefix(key, "issue_cert_"):
+		return "lock"
+	case strings.Contains(key, "/ledger/floor"):
+		return "floor"
+	case strings.Contains(key, "/ledger/"):
+		return "record"
+	case strings.Contains(key, "/verifications/"):
+		return "verification"
+	case strings.Contains(key, "/challenge_tokens/"):
+		return "challenge"
+	case strings.HasPrefix(key, "sslci/") && strings.Contains(key, "/keys/"):
+		return "kept-key"
+	case strings.HasPrefix(key, "certificates/"):
+		return "site"
+	}
+	return "other:" + key
+}
+
+// take returns the counts since the last take, once no operation has come
+// for a while (what the phase set off has settled).
+func (c *opCounts) take() map[string]int {
+	for {
+		time.Sleep(50 * time.Millisecond)
+		c.mu.Lock()
+		quiet := time.Since(c.last) > 400*time.Millisecond
+		var got map[string]int
+		if quiet {
+			got, c.ops = c.ops, make(map[string]int)
+		}
+		c.mu.Unlock()
+		if quiet {
+			return got
+		}
+	}
+}
+
+func total(m map[string]int, who string) (n int) {
+	for k, v := range m {
+		if strings.HasPrefix(k, who+" ") {
+			n += v
+		}
+	}
+	return n
+}
+
+func format(m map[string]int) string {
+	var b strings.Builder
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		fmt.Fprintf(&b, "\n\t%-40s %d", k, m[k])
+	}
+	return b.String()
+}
+
+// The storage operations one certificate costs, counted exactly:
+// certmagic's calls to the storage apart from the issuer's own operations,
+// for a new name, a start that loads the stored certificate, a renewal
+// that reuses the verification, and one that verifies again. The figures
+// are in the README's scale section; a change to them is a change of the
+// issuer's cost per name, to be made on purpose.
+func TestStorageOpsPerCertificate(t *testing.T) {
+	// The sweep after the start, and the id floor (written once per burst
+	// of issuances, and when the issuer stops), are not per certificate.
+	t.Cleanup(sslci.SetSweepDelay(time.Hour))
+	t.Cleanup(sslci.SetFloorSaveDelay(time.Hour))
+	c := &opCounts{ops: make(map[string]int)}
+	t.Cleanup(sslci.CountStorageOps(c.saw("issuer"), c.saw("certmagic")))
+
+	// An hour's certificates: with a renewal window ratio of 0.99 a start
+	// finds the stored one due (and its renewal due too, but the next
+	// check is renew_interval away).
+	e := newEnv(t, sslcitest.Options{Validity: time.Hour})
+	const name = "ops.test"
+	plain := e.siteConfig("", name, "")
+	due := bytes.Replace(plain, []byte(`"issuers"`), []byte(`"renewal_window_ratio":0.99,"issuers"`), 1)
+
+	phases := []struct {
+		phase  string
+		renews bool
+		before func()
+		// The issuer's operations; certmagic's writes.
+		issuer, certmagicWrites map[string]int
+	}{
+		{phase: "new name", issuer: map[string]int{
+			// reconciling what earlier attempts left: none
+			"list record": 2, "stat record": 2,
+			// the verification: its order recorded before the request and
+			// with the answer, its challenge, the record of its success
+			"load verification": 1, "load floor": 1, "store record": 4, "delete record": 1,
+			"store challenge": 1, "delete challenge": 1, "store verification": 1,
+			// SSLCI's key kept until certmagic stores it; the key checked
+			// against the certificate as certmagic loads it
+			"store kept-key": 1, "list kept-key": 1, "delete kept-key": 1, "load site": 4,
+		}, certmagicWrites: map[string]int{"store site": 3, "store other": 1, "delete other": 1, "lock lock": 1, "unlock lock": 1}},
+		{phase: "start, certificate loaded", issuer: map[string]int{"load site": 2}, certmagicWrites: map[string]int{}},
+		{phase: "start, renewal reusing the verification", renews: true, issuer: map[string]int{
+			"load site": 7, "list record": 2, "load record": 1, "store record": 3, "load verification": 1,
+			"store kept-key": 2, "list kept-key": 1, "delete kept-key": 2,
+		}, certmagicWrites: map[string]int{"store site": 3, "store other": 1, "delete other": 1, "lock lock": 1, "unlock lock": 1}},
+		{phase: "start, renewal verifying again", renews: true, before: func() {
+			e.sim.ExpireVerifications()
+			dirs, _ := filepath.Glob(filepath.Join(e.storageDir, "sslci", "*", "*", "verifications"))
+			for _, d := range dirs {
+				os.RemoveAll(d)
+			}
+		}, issuer: map[string]int{
+			"load site": 7, "list record": 2, "load record": 2, "store record": 5, "delete record": 1,
+			"load verification": 1, "load floor": 1, "store verification": 1,
+			"store challenge": 1, "delete challenge": 1, "store kept-key": 2, "list kept-key": 1, "delete kept-key": 2,
+		}, certmagicWrites: map[string]int{"store site": 3, "store other": 1, "delete other": 1, "lock lock": 1, "unlock lock": 1}},
+	}
+	var serial []byte
+	for i, p := range phases {
+		if i > 0 {
+			e.stopCaddy()
+			c.take()
+		}
+		if p.before != nil {
+			p.before()
+		}
+		e.sim.ResetRequests()
+		cfg, notSerial := plain, []byte(nil)
+		if p.renews {
+			cfg, notSerial = due, serial
+		}
+		e.startCaddy(cfg)
+		leaf := e.waitForCertificate(name, notSerial, time.Minute)
+		got := c.take()
+		if !p.renews && serial != nil && !bytes.Equal(leaf.SerialNumber.Bytes(), serial) {
+			t.Errorf("%s: a new certificate is served", p.phase)
+		}
+		serial = leaf.SerialNumber.Bytes()
+		issuer, writes := make(map[string]int), make(map[string]int)
+		for k, n := range got {
+			who, op, _ := strings.Cut(k, " ")
+			op, _, _ = strings.Cut(op, ":") // "other:<key>": one kind
+			switch {
+			case who == "issuer":
+				issuer[op] += n
+			case strings.HasPrefix(op, "store ") || strings.HasPrefix(op, "delete ") || strings.HasPrefix(op, "lock ") || strings.HasPrefix(op, "unlock "):
+				writes[op] += n
+			}
+		}
+		if !maps.Equal(issuer, p.issuer) {
+			t.Errorf("%s: the issuer's storage operations are\n%v\nwant\n%v", p.phase, issuer, p.issuer)
+		}
+		if !maps.Equal(writes, p.certmagicWrites) {
+			t.Errorf("%s: certmagic's writes are\n%v\nwant\n%v", p.phase, writes, p.certmagicWrites)
+		}
+		t.Logf("%s: certmagic %d, issuer %d, API requests %v:%s", p.phase, total(got, "certmagic"), total(got, "issuer"), e.counts(), format(got))
+	}
+}
