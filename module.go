@@ -10,8 +10,10 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"net/url"
 	"os"
 	"strings"
@@ -65,6 +67,16 @@ type Issuer struct {
 	// another one. Default: Caddy's HTTP port.
 	AlternateHTTPPort int `json:"alternate_http_port,omitempty"`
 
+	// The forward proxy SSLCI's API is reached through, as the ACME
+	// issuer's network_proxy: a caddy.network_proxy module, such as
+	// {"from": "url", "url": "http://proxy.internal:3128"} (placeholders in
+	// the URL, e.g. {env.HTTPS_PROXY}, are replaced at each request), or
+	// {"from": "none"} to connect directly. Default: the HTTPS_PROXY and
+	// NO_PROXY environment variables. A plain-http endpoint (loopback only)
+	// goes through a proxy on loopback only, so the token never crosses a
+	// network in clear.
+	NetworkProxyRaw json.RawMessage `json:"network_proxy,omitempty" caddy:"namespace=caddy.network_proxy inline_key=from"`
+
 	// How long one API request may take. Default: 60s.
 	Timeout caddy.Duration `json:"timeout,omitempty"`
 
@@ -104,6 +116,8 @@ type Issuer struct {
 
 	client    *api.Client
 	clientKey string // the client's key in clients, set by Provision
+	// proxy gives the client its proxy, from NetworkProxyRaw (loadProxy).
+	proxy func(*http.Request) (*url.URL, error)
 	// clientMetrics is the shared client's metrics slot: the issuer
 	// provisioned last (the newest config) receives its API metrics.
 	clientMetrics *atomic.Pointer[metrics]
@@ -174,6 +188,9 @@ func (iss *Issuer) Provision(ctx caddy.Context) error {
 	iss.issuerKey = issuerKeyFor(iss.Endpoint)
 
 	if iss.roots, err = loadTrustedRoots(repl, iss.TrustedRootsPEMFiles); err != nil {
+		return err
+	}
+	if iss.proxy, err = loadProxy(ctx, iss.NetworkProxyRaw); err != nil {
 		return err
 	}
 	if err := iss.loadClient(ctx); err != nil {

@@ -1,0 +1,214 @@
+package sslci_test
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sslci/caddy-sslci/sslcitest"
+)
+
+// Parity with Caddy's ACME issuer, so that `cert_issuer sslci` replaces an
+// ACME setup as it is: network_proxy, the TLS app's resolvers and DNS
+// provider; and SSLCI's own key compared with the policy's key_type.
+
+// forwardProxy is an egress proxy on loopback: it tunnels CONNECT (an
+// https endpoint) and forwards absolute-form requests (plain http), and
+// records the request target of each. With refuse, it answers everything
+// 403 Forbidden.
+type forwardProxy struct {
+	*httptest.Server
+	refuse bool
+
+	mu   sync.Mutex
+	seen []string // "METHOD target"
+}
+
+func newForwardProxy(t *testing.T, refuse bool) *forwardProxy {
+	p := &forwardProxy{refuse: refuse}
+	p.Server = httptest.NewServer(p) // 127.0.0.1
+	t.Cleanup(p.Close)
+	return p
+}
+
+func (p *forwardProxy) requests() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.seen)
+}
+
+func (p *forwardProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	p.mu.Lock()
+	p.seen = append(p.seen, r.Method+" "+r.RequestURI)
+	p.mu.Unlock()
+	if p.refuse {
+		http.Error(w, "egress denied", http.StatusForbidden)
+		return
+	}
+	if r.Method == http.MethodConnect {
+		dst, err := net.Dial("tcp", r.Host)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		conn, buf, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			dst.Close()
+			return
+		}
+		conn.Write([]byte("HTTP/1.1 200 Connection established\r\n\r\n"))
+		go func() { io.Copy(dst, buf); dst.Close(); conn.Close() }()
+		io.Copy(conn, dst)
+		conn.Close()
+		dst.Close()
+		return
+	}
+	if !r.URL.IsAbs() {
+		http.Error(w, "not a proxy request", http.StatusBadRequest)
+		return
+	}
+	out := r.Clone(r.Context())
+	out.RequestURI = ""
+	resp, err := (&http.Transport{}).RoundTrip(out)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadGateway)
+		return
+	}
+	defer resp.Body.Close()
+	for k, v := range resp.Header {
+		w.Header()[k] = v
+	}
+	w.WriteHeader(resp.StatusCode)
+	io.Copy(w, resp.Body)
+}
+
+// One Caddy, three sites, each with its own network_proxy: every API
+// request goes through the proxy of its issuer, loopback endpoint or not
+// (Go's environment proxy skips loopback; the url module does not).
+//   - a: a plain-http simulator through proxy P, which sees each API
+//     request: exactly the simulator's;
+//   - b: an https simulator through P, named by a placeholder: CONNECT
+//     tunnels to the simulator;
+//   - c: the same https simulator and token as b, through a proxy that
+//     refuses: a clear error naming the proxy, and no request reaches the
+//     simulator (so b and c have clients of their own).
+//
+// No URL any proxy saw holds a token, nor does Caddy's log.
+func TestNetworkProxy(t *testing.T) {
+	e := newEnv(t, sslcitest.Options{TLS: true})
+	plainEnv := *e
+	plain, err := sslcitest.NewServer(sslcitest.Options{HTTPChallengeAddr: fmt.Sprintf("127.0.0.1:%d", e.httpPort)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(plain.Close)
+	plainEnv.sim = plain
+	plainEnv.rootFile = filepath.Join(t.TempDir(), "plain-root.pem")
+	if err := os.WriteFile(plainEnv.rootFile, plain.RootPEM(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("SSLCI_TEST_PLAIN_TOKEN", plain.Token())
+
+	proxy, refusing := newForwardProxy(t, false), newForwardProxy(t, true)
+	t.Setenv("SSLCI_TEST_PROXY", proxy.URL)
+	e.startCaddy(e.withLog(adapt(t, e.globalOptions("")+fmt.Sprintf(`
+a.proxy.test {
+	tls {
+		issuer sslci {env.SSLCI_TEST_PLAIN_TOKEN} {
+			endpoint %s
+			trusted_roots %s
+			network_proxy url %s
+		}
+	}
+	respond "a"
+}
+b.proxy.test {
+	tls {
+		%s
+	}
+	respond "b"
+}
+c.proxy.test {
+	tls {
+		%s
+	}
+	respond "c"
+}
+`, plain.URL(), plainEnv.rootFile, proxy.URL, e.issuerBlock("network_proxy url {env.SSLCI_TEST_PROXY}"), e.issuerBlock("network_proxy url "+refusing.URL)))))
+
+	plainEnv.waitForCertificate("a.proxy.test", nil, time.Minute)
+	e.waitForCertificate("b.proxy.test", nil, time.Minute)
+
+	plainHost, simHost := hostOf(t, plain.URL()), hostOf(t, e.sim.URL())
+	var forwarded, tunnels int
+	for _, r := range proxy.requests() {
+		switch {
+		case strings.HasPrefix(r, "POST http://"+plainHost+"/") || strings.HasPrefix(r, "GET http://"+plainHost+"/") ||
+			strings.HasPrefix(r, "PUT http://"+plainHost+"/") || strings.HasPrefix(r, "DELETE http://"+plainHost+"/"):
+			forwarded++
+		case r == "CONNECT "+simHost:
+			tunnels++
+		default:
+			t.Errorf("the proxy saw %q, which is neither API", r)
+		}
+	}
+	if n := len(plain.Requests()); forwarded != n || n == 0 {
+		t.Errorf("the proxy forwarded %d requests to the plain-http simulator, which saw %d", forwarded, n)
+	}
+	if tunnels == 0 {
+		t.Error("no CONNECT tunnel to the https simulator went through the proxy")
+	}
+
+	// c: its first attempt fails at the refusing proxy, with its name.
+	want := fmt.Sprintf("the network proxy %s refused to connect to %s: 403 Forbidden", hostOf(t, refusing.URL), simHost)
+	deadline := time.Now().Add(30 * time.Second)
+	for !slices.ContainsFunc(e.logLines("SSLCI request failed; retrying within this issuance"), func(l map[string]any) bool {
+		return fmt.Sprint(l["identifiers"]) == "[c.proxy.test]" && strings.Contains(fmt.Sprint(l["error"]), want)
+	}) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no retry of c.proxy.test saying %q; log: %v", want, e.logLines(""))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if got := refusing.requests(); len(got) == 0 || got[0] != "CONNECT "+simHost {
+		t.Errorf("the refusing proxy saw %v, want CONNECT %s first", got, simHost)
+	}
+	for _, r := range e.sim.Requests() {
+		if slices.Contains(r.Domains, "c.proxy.test") {
+			t.Errorf("a request for c.proxy.test reached the simulator past the refusing proxy: %+v", r)
+		}
+	}
+
+	tokens := append(e.sim.Tokens(), plain.Tokens()...)
+	for _, r := range append(proxy.requests(), refusing.requests()...) {
+		for _, tok := range tokens {
+			if strings.Contains(r, tok) {
+				t.Errorf("a proxy saw the token in %q", r)
+			}
+		}
+	}
+	for _, tok := range tokens {
+		if e.logHas(tok) {
+			t.Error("Caddy's log holds a token")
+		}
+	}
+}
+
+func hostOf(t *testing.T, rawURL string) string {
+	t.Helper()
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u.Host
+}
