@@ -222,7 +222,7 @@ func (iss *Issuer) Provision(ctx caddy.Context) error {
 	case api.MethodHTTP:
 		iss.engine.Solver = &httpSolver{iss: iss}
 	case api.MethodDNS:
-		if iss.engine.Solver, err = loadDNSSolver(ctx, iss.DNS, iss.logger); err != nil {
+		if iss.engine.Solver, err = loadDNSSolver(ctx, iss.DNS, tlsResolvers(ctx), iss.logger); err != nil {
 			return err
 		}
 	}
@@ -258,7 +258,7 @@ func (iss *Issuer) checkConfig() error {
 		}
 	case api.MethodDNS:
 		if iss.DNS == nil || len(iss.DNS.ProviderRaw) == 0 {
-			return errors.New("sslci: method dns needs a DNS provider (`dns <provider> ...`)")
+			return errors.New(errNoDNSProvider)
 		}
 	default:
 		return fmt.Errorf("sslci: unknown method %q: want http or dns", iss.Method)
@@ -277,6 +277,36 @@ func (iss *Issuer) checkConfig() error {
 	}
 	return nil
 }
+
+// errNoDNSProvider: the TLS app's global DNS provider (Caddyfile `dns`,
+// JSON apps.tls.dns) cannot stand in for the issuer's own. The TLS app
+// keeps the loaded provider in an unexported field, which only Caddy's ACME
+// issuer, in the same package, reads; and it loads it with ctx.LoadModule,
+// which clears the raw JSON (DNSRaw) before any issuer is provisioned, so it
+// cannot be loaded again either.
+const errNoDNSProvider = "sslci: method dns needs a DNS provider in the issuer's own block (`dns <provider> ...`, JSON dns.provider); " +
+	"a global `dns` provider is not used: Caddy lets only its own ACME issuer reach it"
+
+// tlsResolvers are the TLS app's resolvers (Caddyfile `tls_resolvers`,
+// JSON apps.tls.resolvers), which the DNS check uses when the issuer names
+// none, as Caddy's ACME issuer does. Caddy registers the TLS app before
+// provisioning it, so an issuer of its automation policies gets it here;
+// the `caddy sslci` commands, which provision issuers outside of it, put the
+// config's resolvers in ctx.
+func tlsResolvers(ctx caddy.Context) []string {
+	if app, err := ctx.AppIfConfigured("tls"); err == nil {
+		if tlsApp, ok := app.(*caddytls.TLS); ok {
+			return tlsApp.Resolvers
+		}
+	}
+	if ctx.Context == nil {
+		return nil
+	}
+	resolvers, _ := ctx.Value(tlsResolversKey{}).([]string)
+	return resolvers
+}
+
+type tlsResolversKey struct{}
 
 // SetConfig is called by Caddy with the certmagic config this issuer's
 // automation policy uses. We take its storage (so challenges and

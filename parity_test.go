@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
+
 	"github.com/sslci/caddy-sslci/sslcitest"
 )
 
@@ -211,4 +213,42 @@ func hostOf(t *testing.T, rawURL string) string {
 		t.Fatal(err)
 	}
 	return u.Host
+}
+
+// The TLS app's global options, as the ACME issuer takes them. Its DNS
+// provider (`dns`) cannot be reached from another module: an issuer with
+// method dns and no provider of its own fails the load, saying to name it
+// in the block and why. Its resolvers (`tls_resolvers`) check the record
+// of an issuer that names none: the test DNS server is the only one that
+// knows the zone, so the certificate proves they were used; and `caddy
+// sslci check` says it asked them.
+func TestTLSAppDNSDefaults(t *testing.T) {
+	e, dnsSrv := newDNSEnv(t, "example.test")
+	site := func(block string) string {
+		return fmt.Sprintf("\nres.example.test {\n\ttls {\n\t\t%s\n\t}\n\trespond \"res\"\n}\n", e.issuerBlock(block))
+	}
+
+	err := caddy.Load(adapt(t, e.globalOptions("dns testdns "+dnsSrv.Addr())+site("method dns")), true)
+	if err == nil {
+		caddy.Stop()
+		t.Fatal("an issuer with method dns and only a global dns provider loaded")
+	}
+	for _, want := range []string{"sslci: method dns needs a DNS provider in the issuer's own block", "Caddy lets only its own ACME issuer reach it"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not say %q", err, want)
+		}
+	}
+
+	caddyfile := e.globalOptions("tls_resolvers "+dnsSrv.Addr()) + site("dns testdns "+dnsSrv.Addr()+"\n\t\t\tpropagation_timeout 10s")
+	e.startCaddy(adapt(t, caddyfile))
+	e.waitForCertificate("res.example.test", nil, time.Minute)
+
+	path := filepath.Join(t.TempDir(), "Caddyfile")
+	if err := os.WriteFile(path, []byte(caddyfile), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := e.runSSLCI("check", "--config", path, "res.example.test")
+	if err != nil || !strings.Contains(out, "the resolvers "+dnsSrv.Addr()+" serve the probe TXT record") {
+		t.Errorf("check did not ask the TLS app's resolvers (%v):\n%s", err, out)
+	}
 }
