@@ -323,6 +323,9 @@ func (iss *Issuer) SetConfig(cfg *certmagic.Config) {
 	}
 	iss.watchRenewals(cfg) // delete_replaced: replaced.go
 	iss.guardKeys(cfg)
+	if iss.engine != nil {
+		iss.engine.KeyPolicy = keyPolicyOf(cfg) // issuer.go
+	}
 }
 
 // GetACMEIssuer returns the embedded ACME issuer that answers SSLCI's HTTP

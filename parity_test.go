@@ -1,6 +1,7 @@
 package sslci_test
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -251,4 +252,83 @@ func TestTLSAppDNSDefaults(t *testing.T) {
 	if err != nil || !strings.Contains(out, "the resolvers "+dnsSrv.Addr()+" serve the probe TXT record") {
 		t.Errorf("check did not ask the TLS app's resolvers (%v):\n%s", err, out)
 	}
+}
+
+// A certificate for SSLCI's key (the simulator makes P-256 keys) is
+// compared with its policy: under key_type p384 and must_staple, one
+// warning names both key types and must-staple, once for the
+// certificate, even when a restarted Caddy loads it again; under the
+// default key_type (p256) and no must-staple, none.
+func TestSSLCIKeyVersusPolicy(t *testing.T) {
+	e := newEnv(t, sslcitest.Options{})
+	cfg := adapt(t, e.globalOptions("")+fmt.Sprintf(`
+mismatch.sslci.test {
+	tls {
+		key_type p384
+		%s
+	}
+	respond "mismatch"
+}
+match.sslci.test {
+	tls {
+		%s
+	}
+	respond "match"
+}
+`, e.issuerBlock(""), e.issuerBlock("")))
+	cfg = e.withLog(withMustStaple(t, cfg, "mismatch.sslci.test"))
+	e.startCaddy(cfg)
+	mismatch := e.waitForCertificate("mismatch.sslci.test", nil, time.Minute)
+	e.waitForCertificate("match.sslci.test", nil, time.Minute)
+	e.waitForLogLine("certificate obtained successfully", 10*time.Second)
+	e.stopCaddy()
+	e.startCaddy(cfg)
+	if leaf := e.waitForCertificate("mismatch.sslci.test", nil, time.Minute); leaf.SerialNumber.Cmp(mismatch.SerialNumber) != 0 {
+		t.Fatal("the restarted Caddy obtained another certificate")
+	}
+
+	var warned []map[string]any
+	for _, l := range e.logLines("") {
+		if strings.HasPrefix(fmt.Sprint(l["msg"]), "SSLCI's key does not match the policy") {
+			warned = append(warned, l)
+		}
+	}
+	if len(warned) != 1 {
+		t.Fatalf("%d key policy warnings, want 1 (for mismatch.sslci.test): %v", len(warned), warned)
+	}
+	w := warned[0]
+	for _, want := range []string{"SSLCI's key is p256 but the policy's key_type is p384", "must_staple", "require_csr_key"} {
+		if !strings.Contains(fmt.Sprint(w["msg"]), want) {
+			t.Errorf("warning %q does not say %q", w["msg"], want)
+		}
+	}
+	if fmt.Sprint(w["identifiers"]) != "[mismatch.sslci.test]" || w["level"] != "warn" ||
+		w["sslci_key_type"] != "p256" || w["policy_key_type"] != "p384" || w["serial"] != mismatch.SerialNumber.Text(16) {
+		t.Errorf("warning fields: %v (served serial %s)", w, mismatch.SerialNumber.Text(16))
+	}
+}
+
+// withMustStaple sets must_staple on the automation policy of subject.
+func withMustStaple(t *testing.T, cfg []byte, subject string) []byte {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal(cfg, &m); err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	tlsApp := m["apps"].(map[string]any)["tls"].(map[string]any)
+	for _, p := range tlsApp["automation"].(map[string]any)["policies"].([]any) {
+		policy := p.(map[string]any)
+		if subjects, _ := policy["subjects"].([]any); slices.Contains(subjects, any(subject)) {
+			policy["must_staple"], found = true, true
+		}
+	}
+	if !found {
+		t.Fatalf("no automation policy for %s", subject)
+	}
+	out, err := json.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
 }
