@@ -21,6 +21,9 @@ import (
 //	    require_csr_key
 //	    delete_replaced
 //	    trusted_roots        <pem_files...>
+//	    network_proxy        <module> [<args>] {
+//	        ...
+//	    }
 //	    listen_host          <host>
 //	    alt_http_port        <port>
 //	    dns                  <provider_name> [<options>]
@@ -33,6 +36,9 @@ import (
 //
 // The DNS subdirectives are the ACME issuer's (dns_challenge_override_domain
 // is accepted for override_domain), so a block moves from one to the other.
+// network_proxy names a caddy.network_proxy module as the reverse proxy's
+// transport does (`network_proxy url http://proxy.internal:3128`,
+// `network_proxy none`); it is the ACME issuer's JSON network_proxy.
 //
 // It is used as `issuer sslci ...` in a site's tls directive and as
 // `cert_issuer sslci ...` in the global options. The token is usually a
@@ -104,6 +110,16 @@ func (iss *Issuer) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if iss.TrustedRootsPEMFiles = d.RemainingArgs(); len(iss.TrustedRootsPEMFiles) == 0 {
 				return d.ArgErr()
 			}
+		case "network_proxy":
+			if !d.NextArg() {
+				return d.Err("network_proxy needs a module name, e.g. `network_proxy url http://proxy.internal:3128`")
+			}
+			name := d.Val()
+			unm, err := caddyfile.UnmarshalModule(d, "caddy.network_proxy."+name)
+			if err != nil {
+				return err
+			}
+			iss.NetworkProxyRaw = caddyconfig.JSONModuleObject(unm, "from", name, nil)
 		case "listen_host":
 			if !d.AllArgs(&iss.ListenHost) {
 				return d.ArgErr()

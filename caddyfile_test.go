@@ -81,6 +81,8 @@ func TestCaddyfileErrors(t *testing.T) {
 		{"trusted_roots without files", "issuer sslci T {\n\t\t\ttrusted_roots\n\t\t}", []string{"wrong argument count", "Caddyfile:4"}},
 		{"delete_replaced with an argument", "issuer sslci T {\n\t\t\tdelete_replaced yes\n\t\t}", []string{"wrong argument count", "Caddyfile:4"}},
 		{"resolvers without servers", "issuer sslci T {\n\t\t\tresolvers\n\t\t}", []string{"wrong argument count", "Caddyfile:4"}},
+		{"network_proxy without module", "issuer sslci T {\n\t\t\tnetwork_proxy\n\t\t}", []string{"network_proxy needs a module name", "Caddyfile:4"}},
+		{"unknown network_proxy module", "issuer sslci T {\n\t\t\tnetwork_proxy socks\n\t\t}", []string{"caddy.network_proxy.socks"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

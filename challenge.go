@@ -275,8 +275,10 @@ type dnsSolver struct {
 }
 
 // loadDNSSolver loads the provider module of cfg (dns.providers.*) and sets
-// up the solver as Caddy's ACME issuer does for its DNS challenge.
-func loadDNSSolver(ctx caddy.Context, cfg *caddytls.DNSChallengeConfig, logger *zap.Logger) (*dnsSolver, error) {
+// up the solver as Caddy's ACME issuer does for its DNS challenge. The
+// record is checked with cfg's resolvers, or else with defaultResolvers
+// (the TLS app's), or else the zone's nameservers.
+func loadDNSSolver(ctx caddy.Context, cfg *caddytls.DNSChallengeConfig, defaultResolvers []string, logger *zap.Logger) (*dnsSolver, error) {
 	if cfg == nil || len(cfg.ProviderRaw) == 0 {
 		return nil, errors.New("sslci: no DNS provider configured")
 	}
@@ -295,13 +297,17 @@ func loadDNSSolver(ctx caddy.Context, cfg *caddytls.DNSChallengeConfig, logger *
 	if err != nil {
 		return nil, fmt.Errorf("sslci: expanding the DNS override domain %q: %w", cfg.OverrideDomain, err)
 	}
+	resolvers := cfg.Resolvers
+	if len(resolvers) == 0 {
+		resolvers = defaultResolvers
+	}
 	return &dnsSolver{
 		dns: &dnsverify.Solver{
 			Provider:           prov,
 			TTL:                time.Duration(cfg.TTL),
 			PropagationDelay:   time.Duration(cfg.PropagationDelay),
 			PropagationTimeout: time.Duration(cfg.PropagationTimeout),
-			Resolvers:          cfg.Resolvers,
+			Resolvers:          resolvers,
 			OverrideDomain:     override,
 			Logger:             logger.Named("dns"),
 		},

@@ -1,10 +1,14 @@
 package sslci
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"log/slog"
+	"net/http"
+	"net/url"
 	"sync/atomic"
 	"time"
 
@@ -29,6 +33,9 @@ type clientConfig struct {
 	MaxConcurrent int
 	// TrustedRoots are the trusted_roots files, for the endpoint's TLS.
 	TrustedRoots []string
+	// NetworkProxy is the network_proxy module's JSON: another proxy,
+	// another client.
+	NetworkProxy string
 }
 
 // key is a digest of the config: the token is not kept as a map key.
@@ -61,6 +68,7 @@ func (iss *Issuer) loadClient(ctx caddy.Context) error {
 		Timeout:       api.DefaultTimeout,
 		MaxConcurrent: api.DefaultMaxConcurrent,
 		TrustedRoots:  iss.TrustedRootsPEMFiles,
+		NetworkProxy:  string(iss.NetworkProxyRaw),
 	}
 	if iss.Timeout != 0 {
 		cfg.Timeout = time.Duration(iss.Timeout)
@@ -84,6 +92,9 @@ func (iss *Issuer) loadClient(ctx caddy.Context) error {
 				return nil, err
 			}
 		}
+		if err := c.SetProxy(iss.proxy); err != nil {
+			return nil, err
+		}
 		c.Logger = slog.New(issuance.NamesHandler{Handler: ctx.Slogger().Handler()})
 		slot := new(atomic.Pointer[metrics])
 		c.Observe = func(op api.Op, status int, d time.Duration, err error) {
@@ -99,6 +110,45 @@ func (iss *Issuer) loadClient(ctx caddy.Context) error {
 	shared := val.(sharedClient)
 	iss.client, iss.clientKey, iss.clientMetrics = shared.Client, key, shared.metrics
 	return nil
+}
+
+// loadProxy loads the network_proxy module as the ACME issuer does: the
+// function that gives the proxy for each API request. Without one, it is
+// the environment's (HTTPS_PROXY); the `none` module's nil connects
+// directly. The raw JSON is left as given: it keys the shared client.
+func loadProxy(ctx caddy.Context, raw json.RawMessage) (func(*http.Request) (*url.URL, error), error) {
+	if len(raw) == 0 {
+		return http.ProxyFromEnvironment, nil
+	}
+	// LoadModule clears the field it loads: a copy keeps the config.
+	loaded := struct {
+		NetworkProxyRaw json.RawMessage `caddy:"namespace=caddy.network_proxy inline_key=from"`
+	}{raw}
+	mod, err := ctx.LoadModule(&loaded, "NetworkProxyRaw")
+	if err != nil {
+		return nil, fmt.Errorf("sslci: loading the network_proxy module: %w", err)
+	}
+	producer, ok := mod.(caddy.ProxyFuncProducer)
+	if !ok {
+		return nil, fmt.Errorf("sslci: network_proxy module %T gives no proxy function", mod)
+	}
+	proxy := producer.ProxyFunc()
+	if proxy == nil {
+		return nil, nil
+	}
+	return func(req *http.Request) (*url.URL, error) {
+		// The url module replaces placeholders with the request's replacer,
+		// which Caddy's HTTP server sets and an API request has not: the
+		// global placeholders ({env.*}, {file.*}) then.
+		if req.Context().Value(caddy.ReplacerCtxKey) == nil {
+			req = req.WithContext(context.WithValue(req.Context(), caddy.ReplacerCtxKey, caddy.NewReplacer()))
+		}
+		u, err := proxy(req)
+		if err != nil {
+			return nil, fmt.Errorf("network_proxy: %w", err)
+		}
+		return u, nil
+	}, nil
 }
 
 // Cleanup lets go of the issuer's API client.

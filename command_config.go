@@ -54,6 +54,7 @@ type userConfig struct {
 			HTTPPort int `json:"http_port,omitempty"`
 		} `json:"http"`
 		TLS struct {
+			Resolvers  []string `json:"resolvers,omitempty"`
 			Automation struct {
 				Policies []*policyConfig `json:"policies,omitempty"`
 			} `json:"automation"`
@@ -93,6 +94,7 @@ func loadTargets(fl caddycmd.Flags) (*commandEnv, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sslci: setting up the config's storage: %w", err)
 	}
+	ctx = ctx.WithValue(tlsResolversKey{}, cfg.Apps.TLS.Resolvers) // tlsResolvers
 	var storage certmagic.Storage = ctx.Storage()
 	storageID := string(cfg.StorageRaw)
 	if dir := fl.String("storage-dir"); dir != "" {

@@ -48,7 +48,7 @@ func TestDNSSolver(t *testing.T) {
 			Resolvers:          []string{srv.Addr()},
 			OverrideDomain:     tc.override,
 		}
-		s, err := loadDNSSolver(cctx, cfg, zap.NewNop())
+		s, err := loadDNSSolver(cctx, cfg, nil, zap.NewNop())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -73,7 +73,7 @@ func TestDNSSolver(t *testing.T) {
 		ProviderRaw:        json.RawMessage(`{"name": "testdns", "server": "` + srv.Addr() + `"}`),
 		PropagationTimeout: caddy.Duration(time.Second),
 		Resolvers:          []string{srv.Addr()},
-	}, zap.NewNop())
+	}, nil, zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +95,7 @@ func TestLoadDNSSolverErrors(t *testing.T) {
 		"bad provider":   {ProviderRaw: json.RawMessage(`{"name": "testdns"}`)},
 		"bad override":   {ProviderRaw: json.RawMessage(`{"name": "testdns", "server": "127.0.0.1:1"}`), OverrideDomain: "{env.SSLCI_TEST_UNSET_VARIABLE}"},
 	} {
-		if _, err := loadDNSSolver(cctx, cfg, zap.NewNop()); err == nil {
+		if _, err := loadDNSSolver(cctx, cfg, nil, zap.NewNop()); err == nil {
 			t.Errorf("%s: no error", name)
 		}
 	}

@@ -31,3 +31,17 @@ func (iss *Issuer) PreCheck(_ context.Context, names []string, _ bool) error {
 func (iss *Issuer) Issue(ctx context.Context, csr *x509.CertificateRequest) (*certmagic.IssuedCertificate, error) {
 	return iss.engine.Issue(ctx, csr)
 }
+
+// keyPolicyOf is what the policy's certmagic config asks of a key: its
+// key_type (Caddy's key source is a StandardKeyGenerator; "" is certmagic's
+// default, p256) and must_staple.
+func keyPolicyOf(cfg *certmagic.Config) issuance.KeyPolicy {
+	policy := issuance.KeyPolicy{MustStaple: cfg.MustStaple}
+	if kg, ok := cfg.KeySource.(certmagic.StandardKeyGenerator); ok {
+		policy.KeyType = string(kg.KeyType)
+		if policy.KeyType == "" {
+			policy.KeyType = string(certmagic.P256)
+		}
+	}
+	return policy
+}

@@ -10,8 +10,10 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"net/url"
 	"os"
 	"strings"
@@ -65,6 +67,16 @@ type Issuer struct {
 	// another one. Default: Caddy's HTTP port.
 	AlternateHTTPPort int `json:"alternate_http_port,omitempty"`
 
+	// The forward proxy SSLCI's API is reached through, as the ACME
+	// issuer's network_proxy: a caddy.network_proxy module, such as
+	// {"from": "url", "url": "http://proxy.internal:3128"} (placeholders in
+	// the URL, e.g. {env.HTTPS_PROXY}, are replaced at each request), or
+	// {"from": "none"} to connect directly. Default: the HTTPS_PROXY and
+	// NO_PROXY environment variables. A plain-http endpoint (loopback only)
+	// goes through a proxy on loopback only, so the token never crosses a
+	// network in clear.
+	NetworkProxyRaw json.RawMessage `json:"network_proxy,omitempty" caddy:"namespace=caddy.network_proxy inline_key=from"`
+
 	// How long one API request may take. Default: 60s.
 	Timeout caddy.Duration `json:"timeout,omitempty"`
 
@@ -104,6 +116,8 @@ type Issuer struct {
 
 	client    *api.Client
 	clientKey string // the client's key in clients, set by Provision
+	// proxy gives the client its proxy, from NetworkProxyRaw (loadProxy).
+	proxy func(*http.Request) (*url.URL, error)
 	// clientMetrics is the shared client's metrics slot: the issuer
 	// provisioned last (the newest config) receives its API metrics.
 	clientMetrics *atomic.Pointer[metrics]
@@ -176,6 +190,9 @@ func (iss *Issuer) Provision(ctx caddy.Context) error {
 	if iss.roots, err = loadTrustedRoots(repl, iss.TrustedRootsPEMFiles); err != nil {
 		return err
 	}
+	if iss.proxy, err = loadProxy(ctx, iss.NetworkProxyRaw); err != nil {
+		return err
+	}
 	if err := iss.loadClient(ctx); err != nil {
 		return err
 	}
@@ -205,7 +222,7 @@ func (iss *Issuer) Provision(ctx caddy.Context) error {
 	case api.MethodHTTP:
 		iss.engine.Solver = &httpSolver{iss: iss}
 	case api.MethodDNS:
-		if iss.engine.Solver, err = loadDNSSolver(ctx, iss.DNS, iss.logger); err != nil {
+		if iss.engine.Solver, err = loadDNSSolver(ctx, iss.DNS, tlsResolvers(ctx), iss.logger); err != nil {
 			return err
 		}
 	}
@@ -241,7 +258,7 @@ func (iss *Issuer) checkConfig() error {
 		}
 	case api.MethodDNS:
 		if iss.DNS == nil || len(iss.DNS.ProviderRaw) == 0 {
-			return errors.New("sslci: method dns needs a DNS provider (`dns <provider> ...`)")
+			return errors.New(errNoDNSProvider)
 		}
 	default:
 		return fmt.Errorf("sslci: unknown method %q: want http or dns", iss.Method)
@@ -261,6 +278,36 @@ func (iss *Issuer) checkConfig() error {
 	return nil
 }
 
+// errNoDNSProvider: the TLS app's global DNS provider (Caddyfile `dns`,
+// JSON apps.tls.dns) cannot stand in for the issuer's own. The TLS app
+// keeps the loaded provider in an unexported field, which only Caddy's ACME
+// issuer, in the same package, reads; and it loads it with ctx.LoadModule,
+// which clears the raw JSON (DNSRaw) before any issuer is provisioned, so it
+// cannot be loaded again either.
+const errNoDNSProvider = "sslci: method dns needs a DNS provider in the issuer's own block (`dns <provider> ...`, JSON dns.provider); " +
+	"a global `dns` provider is not used: Caddy lets only its own ACME issuer reach it"
+
+// tlsResolvers are the TLS app's resolvers (Caddyfile `tls_resolvers`,
+// JSON apps.tls.resolvers), which the DNS check uses when the issuer names
+// none, as Caddy's ACME issuer does. Caddy registers the TLS app before
+// provisioning it, so an issuer of its automation policies gets it here;
+// the `caddy sslci` commands, which provision issuers outside of it, put the
+// config's resolvers in ctx.
+func tlsResolvers(ctx caddy.Context) []string {
+	if app, err := ctx.AppIfConfigured("tls"); err == nil {
+		if tlsApp, ok := app.(*caddytls.TLS); ok {
+			return tlsApp.Resolvers
+		}
+	}
+	if ctx.Context == nil {
+		return nil
+	}
+	resolvers, _ := ctx.Value(tlsResolversKey{}).([]string)
+	return resolvers
+}
+
+type tlsResolversKey struct{}
+
 // SetConfig is called by Caddy with the certmagic config this issuer's
 // automation policy uses. We take its storage (so challenges and
 // verification records are shared by every Caddy on that storage), hand it
@@ -276,6 +323,9 @@ func (iss *Issuer) SetConfig(cfg *certmagic.Config) {
 	}
 	iss.watchRenewals(cfg) // delete_replaced: replaced.go
 	iss.guardKeys(cfg)
+	if iss.engine != nil {
+		iss.engine.KeyPolicy = keyPolicyOf(cfg) // issuer.go
+	}
 }
 
 // GetACMEIssuer returns the embedded ACME issuer that answers SSLCI's HTTP

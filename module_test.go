@@ -35,6 +35,7 @@ func TestProvisionErrors(t *testing.T) {
 		{name: "dns without provider", json: map[string]any{"method": "dns"}, want: "needs a DNS provider"},
 		{name: "http and dns", json: map[string]any{"method": "http", "dns": map[string]any{"provider": map[string]any{"name": "testdns", "server": "127.0.0.1:1"}}}, want: "method is http but a DNS challenge"},
 		{name: "unknown provider", json: map[string]any{"dns": map[string]any{"provider": map[string]any{"name": "nosuch"}}}, want: "dns.providers.nosuch"},
+		{name: "unknown network proxy", json: map[string]any{"network_proxy": map[string]any{"from": "nosuch"}}, want: "sslci: loading the network_proxy module"},
 		{name: "negative timeout", json: map[string]any{"timeout": "-1s"}, want: "must not be negative"},
 		{name: "port out of range", json: map[string]any{"alternate_http_port": 70000}, want: "alternate_http_port 70000 is not a port"},
 		{name: "trusted root file missing", json: map[string]any{"trusted_roots_pem_files": []string{"testdata/no-such-root.pem"}}, want: "trusted_roots: open testdata/no-such-root.pem"},

@@ -9,6 +9,7 @@
 package api
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -106,6 +107,7 @@ func New(endpoint, token string) (*Client, error) {
 		return nil, errors.New("sslci: API token is empty")
 	}
 	transport := http.DefaultTransport.(*http.Transport).Clone()
+	transport.OnProxyConnectResponse = proxyRefused
 	return &Client{
 		HTTPClient:       &http.Client{Timeout: DefaultTimeout, Transport: transport},
 		UserAgent:        "caddy-sslci/" + Version + " (+https://github.com/sslci/caddy-sslci)",
@@ -151,6 +153,45 @@ func (c *Client) SetRootCAs(roots *x509.CertPool) error {
 	cfg.RootCAs = roots
 	c.transport.TLSClientConfig = cfg
 	return nil
+}
+
+// SetProxy sets the forward proxy requests to the endpoint go through:
+// proxy returns its URL for a request, or nil to connect directly, as
+// http.Transport.Proxy; a nil proxy always connects directly. New's
+// default is the environment's (HTTPS_PROXY, NO_PROXY; a loopback endpoint
+// is reached directly). Call it before first use. A plain-http endpoint
+// (loopback only) goes through a loopback proxy only: a proxy on another
+// host would carry the token in clear. It fails when HTTPClient no longer
+// uses the client's own transport: set the proxy on the replacement.
+func (c *Client) SetProxy(proxy func(*http.Request) (*url.URL, error)) error {
+	if !c.ownTransport() {
+		return errors.New("sslci: SetProxy: HTTPClient.Transport was replaced; set the proxy on it")
+	}
+	if proxy == nil {
+		c.transport.Proxy = nil
+		return nil
+	}
+	c.transport.Proxy = func(req *http.Request) (*url.URL, error) {
+		u, err := proxy(req)
+		if err != nil || u == nil {
+			return u, err
+		}
+		if req.URL.Scheme == "http" && !isLoopback(u.Hostname()) {
+			return nil, fmt.Errorf("the endpoint is plain http, so it is not reached through the proxy %s, which is not on loopback: the token would travel in clear", u.Host)
+		}
+		return u, nil
+	}
+	return nil
+}
+
+// proxyRefused makes a proxy's refusal to open a tunnel to the endpoint
+// an error naming the proxy (its host only: no credentials) and its
+// answer, where Go's transport would say only "Forbidden".
+func proxyRefused(_ context.Context, proxy *url.URL, req *http.Request, resp *http.Response) error {
+	if resp.StatusCode == http.StatusOK {
+		return nil
+	}
+	return fmt.Errorf("the network proxy %s refused to connect to %s: %s", proxy.Host, req.Host, resp.Status)
 }
 
 // CheckEndpoint reports whether endpoint is usable: an absolute https URL,

@@ -74,6 +74,9 @@ type Issuer struct {
 	// KeepKey makes SSLCI's key for leaf durable, and known to the key
 	// storage wrapper, before Issue returns the certificate.
 	KeepKey func(ctx context.Context, csr *x509.CertificateRequest, leaf *x509.Certificate, keyPEM []byte) error
+	// KeyPolicy is what the automation policy asks of the key, which a
+	// certificate for SSLCI's key is compared with (keypolicy.go).
+	KeyPolicy KeyPolicy
 }
 
 // Metadata is stored by certmagic next to the certificate.
@@ -195,6 +198,7 @@ func (r *run) issue(ctx context.Context, csr *x509.CertificateRequest, names []s
 			return nil, fmt.Errorf("keeping the private key SSLCI generated for the certificate for %s: %w", strings.Join(names, ", "), err)
 		}
 		keySource = "sslci"
+		r.warnKeyPolicy(csr, checked.Leaf)
 	}
 	r.obtained(ctx, checked.Leaf.NotAfter)
 
