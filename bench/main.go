@@ -144,7 +144,9 @@ func run(ctx context.Context, args []string) (err error) {
 		}
 	}
 	res.LoadEnd = loadAverage()
-	if *restartNames > 0 {
+	if *restartNames == 0 {
+		fmt.Fprintln(os.Stderr, "restart case skipped (-restart 0, or no size up to 1000: give -restart N)")
+	} else {
 		if res.Restart, err = restarts(ctx, issuers, bin, tmp, *restartNames, *repeat, *restartSweep); err != nil {
 			return err
 		}
