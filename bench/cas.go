@@ -28,18 +28,27 @@ import (
 	"github.com/sslci/caddy-sslci/sslcitest"
 )
 
-// The two issuers compared.
+// The issuers compared: Caddy's own local CA is the floor, certmagic's
+// work without any network or API.
 const (
-	issuerACME  = "acme"
-	issuerSSLCI = "sslci"
+	issuerInternal = "internal"
+	issuerSSLCI    = "sslci"
+	issuerACME     = "acme"
 )
 
-// backend is a CA on loopback, in this process, with the Caddy issuer
-// config that uses it. Its API is served on a counting listener.
+// allIssuers are the issuers in the order they run and are shown.
+var allIssuers = []string{issuerInternal, issuerSSLCI, issuerACME}
+
+// backend is a CA with the Caddy issuer config that uses it: on loopback in
+// this process, its API served on a counting listener, or Caddy's own.
 type backend struct {
-	issuer   map[string]any // the issuer's JSON config
-	env      []string       // what Caddy's environment needs for it
-	roots    *x509.CertPool // to verify the certificates it issues
+	issuer map[string]any // the issuer's JSON config
+	apps   map[string]any // other Caddy apps it needs, by name
+	env    []string       // what Caddy's environment needs for it
+	roots  *x509.CertPool // to verify the certificates it issues
+	// rootFile, if set, is where Caddy stores the root instead: it exists
+	// once a config has been loaded.
+	rootFile string
 	count    *counter
 	byOp     func() map[string]int // per-operation counts, if the CA logs them
 	closeFns []func()
@@ -80,6 +89,21 @@ func (b *backend) serve(h http.Handler, cert *tls.Certificate) (string, error) {
 	}
 	b.closeFns = append(b.closeFns, func() { srv.Close() })
 	return ln.Addr().String(), nil
+}
+
+// newInternal is Caddy's local CA, the `internal` issuer (`local_certs` in
+// a Caddyfile): its certificates are signed in Caddy's process, by the
+// root and intermediate the pki app makes in storage at the first load.
+func newInternal(storage string) *backend {
+	return &backend{
+		issuer: map[string]any{"module": "internal"},
+		// Never into this machine's trust store.
+		apps: map[string]any{"pki": map[string]any{"certificate_authorities": map[string]any{
+			"local": map[string]any{"install_trust": false},
+		}}},
+		rootFile: filepath.Join(storage, "pki", "authorities", "local", "root.crt"),
+		count:    newCounter(nil), // no API: every count stays 0
+	}
 }
 
 // newSSLCI starts the SSLCI simulator, its HTTP checks sent to Caddy's

@@ -1,9 +1,12 @@
 // Command bench compares, on this machine and on loopback only, the same
-// Caddy obtaining certificates with its ACME issuer from Pebble (Let's
-// Encrypt's test server) and with the sslci issuer from the SSLCI
-// simulator: time for N new names, the first on-demand handshake, API
-// requests and TCP connections per certificate, the cost of a renewal, and
-// Caddy's peak memory. It writes results.json, results.md and results.svg.
+// Caddy obtaining certificates with its own local CA (the `internal`
+// issuer: no network, no API, so its time is certmagic's own work), with
+// the sslci issuer from the SSLCI simulator, and with its ACME issuer from
+// Pebble (Let's Encrypt's test server): time for N new names, the first
+// on-demand handshake, API requests and TCP connections per certificate,
+// the cost of a renewal and of a restart at scale, and Caddy's CPU and
+// peak memory. It writes results.json, results.md and results.svg, and
+// with -profile Caddy's CPU and allocation profiles.
 //
 //	cd bench && go run .
 package main
@@ -15,12 +18,14 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"math"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -42,8 +47,11 @@ func run(ctx context.Context, args []string) (err error) {
 	sizesFlag := fs.String("sizes", "1,10,50,100,1000", "how many new names Caddy obtains certificates for, one run each")
 	acmeMax := fs.Int("acme-max", 100, "skip ACME runs above this many names (Caddy's ACME rate limit of 10 orders per 10s makes 1000 names take ~17 minutes)")
 	onDemandNames := fs.Int("on-demand", 5, "new names handshaken one after another in the on-demand run (0 skips it)")
+	restartNames := fs.Int("restart", -1, "names in the restart case, for the internal and sslci issuers (-1: the largest of -sizes up to 1000; 0 skips it)")
+	restartSweep := fs.Bool("restart-sweep", false, "in the last restart, also count the sslci issuer's requests until its sweep, a minute after the start")
+	profileDir := fs.String("profile", "", "write Caddy's CPU and allocation profiles of one more run of the largest size, for the internal and sslci issuers, into this folder")
 	out := fs.String("out", filepath.Join(here, "results"), "where to write results.json, results.md and results.svg")
-	issuersFlag := fs.String("issuers", issuerACME+","+issuerSSLCI, "which issuers to run")
+	issuersFlag := fs.String("issuers", strings.Join(allIssuers, ","), "which issuers to run, alternated in each repeat")
 	repeat := fs.Int("repeat", 3, "runs of each issuer and size; the tables show the median run")
 	keep := fs.Bool("keep", false, "keep the temporary folder (Caddy's and Pebble's logs, storage)")
 	if err := fs.Parse(args); err != nil {
@@ -53,12 +61,29 @@ func run(ctx context.Context, args []string) (err error) {
 	if err != nil {
 		return err
 	}
-	issuers := strings.Split(*issuersFlag, ",")
-	for _, iss := range issuers {
-		if iss != issuerACME && iss != issuerSSLCI {
+	var issuers []string // in allIssuers' order
+	for iss := range strings.SplitSeq(*issuersFlag, ",") {
+		if !slices.Contains(allIssuers, iss) {
 			return fmt.Errorf("-issuers: unknown issuer %q", iss)
 		}
 	}
+	for _, iss := range allIssuers {
+		if slices.Contains(strings.Split(*issuersFlag, ","), iss) {
+			issuers = append(issuers, iss)
+		}
+	}
+	*repeat = max(*repeat, 1)
+	largest := slices.Max(sizes)
+	if *restartNames < 0 {
+		*restartNames = 0
+		for _, n := range sizes {
+			if n <= 1000 {
+				*restartNames = max(*restartNames, n)
+			}
+		}
+	}
+	// Caddy had 670 files open at most in a 1000-name run.
+	raiseFileLimit(uint64(max(largest, *restartNames)) + 4096)
 	log.SetOutput(io.Discard) // Pebble's package-level log lines
 
 	tmp, err := os.MkdirTemp("", "sslci-bench-")
@@ -84,26 +109,48 @@ func run(ctx context.Context, args []string) (err error) {
 	fmt.Fprintf(os.Stderr, "%s, %d CPUs; Pebble %s\n", res.Caddy, res.CPUs, res.Pebble)
 
 	for _, n := range sizes {
-		for _, iss := range issuers {
-			if iss == issuerACME && n > *acmeMax {
-				reason := fmt.Sprintf("not run (-acme-max %d): about %d s at Caddy's ACME rate limit of 10 orders per 10 s", *acmeMax, n)
-				fmt.Fprintf(os.Stderr, "%-5s %5d names: %s\n", iss, n, reason)
-				res.Skipped = append(res.Skipped, skipped{Issuer: iss, Names: n, Reason: reason})
-				continue
-			}
-			for range max(*repeat, 1) {
-				var r issuance
-				err = inWorld(iss, bin, tmp, func(w *world) (e error) { r, e = runIssuance(ctx, w, n); return })
-				if err != nil {
-					return fmt.Errorf("%s, %d names: %w", iss, n, err)
+		// Each repeat runs every issuer once, so that the machine's other
+		// work slows them alike.
+		for rep := range *repeat {
+			for _, iss := range issuers {
+				if iss == issuerACME && n > *acmeMax {
+					if rep == 0 {
+						reason := fmt.Sprintf("not run (-acme-max %d): about %d s at Caddy's ACME rate limit of 10 orders per 10 s", *acmeMax, n)
+						fmt.Fprintf(os.Stderr, "%-8s %5d names: %s\n", iss, n, reason)
+						res.Skipped = append(res.Skipped, skipped{Issuer: iss, Names: n, Reason: reason})
+					}
+					continue
 				}
-				fmt.Fprintf(os.Stderr, "%-5s %5d names: %8.3f s, %d API requests, %d TCP connections, Caddy %.2f s CPU, peak %d MiB, %d errors logged\n",
-					iss, n, r.Seconds, r.API.Requests, r.API.Conns, r.CPUSeconds, r.PeakKiB/1024, r.Errors)
+				r, err := issue(ctx, iss, bin, tmp, n, nil)
+				if err != nil {
+					return err
+				}
 				res.Issuance = append(res.Issuance, r)
 			}
 		}
 	}
+	if *profileDir != "" {
+		for _, iss := range issuers {
+			if iss == issuerACME {
+				continue
+			}
+			// The profile's length: the median run's and a margin.
+			x, _ := res.find(iss, largest)
+			prof := &profiler{dir: *profileDir, seconds: int(math.Ceil(1.5*x.Seconds)) + 2}
+			fmt.Fprintf(os.Stderr, "%-8s %5d names, profiled for %d s (not in the tables):\n", iss, largest, prof.seconds)
+			if _, err := issue(ctx, iss, bin, tmp, largest, prof); err != nil {
+				return err
+			}
+		}
+	}
 	res.LoadEnd = loadAverage()
+	if *restartNames == 0 {
+		fmt.Fprintln(os.Stderr, "restart case skipped (-restart 0, or no size up to 1000: give -restart N)")
+	} else {
+		if res.Restart, err = restarts(ctx, issuers, bin, tmp, *restartNames, *repeat, *restartSweep); err != nil {
+			return err
+		}
+	}
 	for _, iss := range issuers {
 		if *onDemandNames > 0 {
 			var r onDemand
@@ -111,7 +158,7 @@ func run(ctx context.Context, args []string) (err error) {
 			if err != nil {
 				return fmt.Errorf("%s, on demand: %w", iss, err)
 			}
-			fmt.Fprintf(os.Stderr, "%-5s on demand: first handshake %.1f ms, next %.1f ms, %d API requests for %d names\n",
+			fmt.Fprintf(os.Stderr, "%-8s on demand: first handshake %.1f ms, next %.1f ms, %d API requests for %d names\n",
 				iss, r.FirstMs, r.NextMs, r.API.Requests, r.Names)
 			res.OnDemand = append(res.OnDemand, r)
 		}
@@ -120,7 +167,7 @@ func run(ctx context.Context, args []string) (err error) {
 		if err != nil {
 			return fmt.Errorf("%s, renewal: %w", iss, err)
 		}
-		fmt.Fprintf(os.Stderr, "%-5s renewal: %.3f s, %d API requests, %d TCP connections\n",
+		fmt.Fprintf(os.Stderr, "%-8s renewal: %.3f s, %d API requests, %d TCP connections\n",
 			iss, r.Seconds, r.API.Requests, r.API.Conns)
 		res.Renewal = append(res.Renewal, r)
 	}
@@ -129,6 +176,67 @@ func run(ctx context.Context, args []string) (err error) {
 	}
 	fmt.Fprintln(os.Stderr, "wrote", filepath.Join(*out, "results.{json,md,svg}"))
 	return nil
+}
+
+// issue runs runIssuance for iss and n names in a fresh world, and prints
+// its figures.
+func issue(ctx context.Context, iss, bin, tmp string, n int, prof *profiler) (issuance, error) {
+	var r issuance
+	err := inWorld(iss, bin, tmp, func(w *world) (e error) { r, e = runIssuance(ctx, w, n, prof); return })
+	if err != nil {
+		return r, fmt.Errorf("%s, %d names: %w", iss, n, err)
+	}
+	fmt.Fprintf(os.Stderr, "%-8s %5d names: %8.3f s, %d API requests, %d TCP connections, Caddy %.2f s CPU, peak %d MiB, benchmark (CA) %.2f s CPU, %d errors logged\n",
+		iss, n, r.Seconds, r.API.Requests, r.API.Conns, r.CPUSeconds, r.PeakKiB/1024, r.BenchCPUSeconds, r.Errors)
+	return r, nil
+}
+
+// restarts runs the restart case for the internal and sslci issuers among
+// issuers: each world's storage gets n certificates once, then each
+// repeat restarts a Caddy on every world in turn.
+func restarts(ctx context.Context, issuers []string, bin, tmp string, n, repeat int, sweep bool) ([]restart, error) {
+	var worlds []*world
+	var leaves []map[string][]byte
+	defer func() {
+		for _, w := range worlds {
+			w.close()
+		}
+	}()
+	for _, iss := range issuers {
+		if iss == issuerACME {
+			continue
+		}
+		w, err := newWorld(iss, bin, tmp)
+		if w != nil {
+			worlds = append(worlds, w)
+		}
+		if err != nil {
+			return nil, err
+		}
+		l, err := obtainAll(ctx, w, w.site(benchNames(n)))
+		if err != nil {
+			return nil, fmt.Errorf("%s, restart: %w", iss, err)
+		}
+		leaves = append(leaves, l)
+	}
+	var out []restart
+	for rep := range repeat {
+		for i, w := range worlds {
+			r, err := runRestart(ctx, w, leaves[i], sweep && rep == repeat-1)
+			if err != nil {
+				return nil, fmt.Errorf("%s, restart: %w", w.issuer, err)
+			}
+			fmt.Fprintf(os.Stderr, "%-8s restart, %d names: every name served in %.3f s, %s API requests",
+				w.issuer, n, r.Seconds, requestsSaid(r.API))
+			if r.Sweep != nil {
+				fmt.Fprintf(os.Stderr, "; until the sweep (list seen: %t), %.1f s: %s API requests",
+					r.SweepSeen, r.SweepSeconds, requestsSaid(*r.Sweep))
+			}
+			fmt.Fprintln(os.Stderr)
+			out = append(out, r)
+		}
+	}
+	return out, nil
 }
 
 // inWorld runs f in a fresh world, closed afterwards whatever happens.
@@ -181,6 +289,7 @@ type results struct {
 	Skipped   []skipped  `json:"skipped,omitempty"`
 	OnDemand  []onDemand `json:"on_demand,omitempty"`
 	Renewal   []renewal  `json:"renewal"`
+	Restart   []restart  `json:"restart,omitempty"`
 }
 
 type skipped struct {

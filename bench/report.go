@@ -12,7 +12,11 @@ import (
 )
 
 // issuerTitle is how the tables and the plot name each side.
-var issuerTitle = map[string]string{issuerACME: "ACME + Pebble", issuerSSLCI: "sslci + simulator"}
+var issuerTitle = map[string]string{
+	issuerInternal: "Caddy's internal CA",
+	issuerSSLCI:    "sslci + simulator",
+	issuerACME:     "ACME + Pebble",
+}
 
 func (r *results) write(dir string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -35,10 +39,10 @@ func (r *results) write(dir string) error {
 	return nil
 }
 
-// issuersRun are the issuers in the results, ACME first.
+// issuersRun are the issuers in the results, in allIssuers' order.
 func (r *results) issuersRun() []string {
 	var out []string
-	for _, iss := range []string{issuerACME, issuerSSLCI} {
+	for _, iss := range allIssuers {
 		if slices.ContainsFunc(r.Issuance, func(x issuance) bool { return x.Issuer == iss }) ||
 			slices.ContainsFunc(r.Skipped, func(x skipped) bool { return x.Issuer == iss }) {
 			out = append(out, iss)
@@ -74,6 +78,21 @@ func (r *results) find(iss string, n int) (issuance, bool) {
 	return runs[len(runs)/2], true
 }
 
+// findRestart is the median restart of iss, by time.
+func (r *results) findRestart(iss string) (restart, bool) {
+	var runs []restart
+	for _, x := range r.Restart {
+		if x.Issuer == iss {
+			runs = append(runs, x)
+		}
+	}
+	if len(runs) == 0 {
+		return restart{}, false
+	}
+	slices.SortFunc(runs, func(a, b restart) int { return cmp.Compare(a.Seconds, b.Seconds) })
+	return runs[len(runs)/2], true
+}
+
 // maxRuns is the most runs of one issuer and size.
 func (r *results) maxRuns() int {
 	type run struct {
@@ -93,15 +112,26 @@ func (r *results) maxRuns() int {
 func (r *results) markdown() string {
 	var b strings.Builder
 	issuers := r.issuersRun()
+	floor := slices.Contains(issuers, issuerInternal) && slices.Contains(issuers, issuerSSLCI)
 	fmt.Fprintf(&b, "Measured %s on %d CPUs (%s, %s, load average %s at start, %s at the end of the issuance runs), "+
-		"%s with both issuers, Pebble %s; everything on loopback. Each figure is the median of %d runs.\n\n",
-		r.Date, r.CPUs, r.OS, r.Go, r.LoadStart, r.LoadEnd, r.Caddy, r.Pebble, r.maxRuns())
+		"%s (its internal CA, the sslci issuer and its ACME issuer in one binary), Pebble %s; everything on loopback. "+
+		"%s\n\n", r.Date, r.CPUs, r.OS, r.Go, r.LoadStart, r.LoadEnd, r.Caddy, r.Pebble, r.runsSaid())
 
-	b.WriteString("Time for Caddy to obtain certificates for N new names (config load to the last certificate in storage):\n\n| names |")
+	b.WriteString("Time for Caddy to obtain certificates for N new names (config load to the last certificate in storage)")
+	if floor {
+		b.WriteString("; Caddy's internal CA signs in Caddy's process, without network or API, so its time is certmagic's own work")
+	}
+	b.WriteString(":\n\n| names |")
+	cols := 0
 	for _, iss := range issuers {
 		fmt.Fprintf(&b, " %s |", issuerTitle[iss])
+		cols++
+		if iss == issuerSSLCI && floor {
+			b.WriteString(" sslci / internal |")
+			cols++
+		}
 	}
-	b.WriteString("\n|---:|" + strings.Repeat("---:|", len(issuers)) + "\n")
+	b.WriteString("\n|---:|" + strings.Repeat("---:|", cols) + "\n")
 	for _, n := range r.sizes() {
 		fmt.Fprintf(&b, "| %d |", n)
 		for _, iss := range issuers {
@@ -112,18 +142,61 @@ func (r *results) markdown() string {
 			} else {
 				b.WriteString(" |")
 			}
+			if iss == issuerSSLCI && floor {
+				in, ok1 := r.find(issuerInternal, n)
+				sslci, ok2 := r.find(issuerSSLCI, n)
+				if ok1 && ok2 {
+					fmt.Fprintf(&b, " %s |", ratio(sslci.Seconds, in.Seconds))
+				} else {
+					b.WriteString(" |")
+				}
+			}
 		}
 		b.WriteString("\n")
 	}
 
-	b.WriteString("\nAPI traffic and memory of each run (requests and connections counted by the benchmark's listener in front of the CA):\n\n")
-	b.WriteString("| issuer | names | API requests | per certificate | TCP connections | Caddy CPU | Caddy peak RSS |\n|---|---:|---:|---:|---:|---:|---:|\n")
+	b.WriteString("\nAPI traffic, CPU and memory of each run. Requests and connections are counted by the benchmark's listener in front of the CA. " +
+		"Caddy CPU is Caddy's process, from its start to the end of the run. Simulator CPU is the benchmark process's own, " +
+		"from the config load to the last certificate stored: the simulator's work (Pebble's in the ACME rows), which a real SSLCI " +
+		"(or Let's Encrypt) does on its own machines, not on Caddy's, plus the benchmark's polling of storage, all of it in the internal rows.\n\n")
+	b.WriteString("| issuer | names | API requests | per certificate | TCP connections | Caddy CPU | simulator CPU | Caddy peak RSS |\n|---|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, iss := range issuers {
 		for _, n := range r.sizes() {
 			if x, ok := r.find(iss, n); ok {
-				fmt.Fprintf(&b, "| %s | %d | %d | %.1f | %d | %.2f s | %d MiB |\n", issuerTitle[iss], x.Names, x.API.Requests,
-					float64(x.API.Requests)/float64(x.Names), x.API.Conns, x.CPUSeconds, (x.PeakKiB+512)/1024)
+				fmt.Fprintf(&b, "| %s | %d | %d | %.1f | %d | %.2f s | %.2f s | %d MiB |\n", issuerTitle[iss], x.Names, x.API.Requests,
+					float64(x.API.Requests)/float64(x.Names), x.API.Conns, x.CPUSeconds, x.BenchCPUSeconds, (x.PeakKiB+512)/1024)
 			}
+		}
+	}
+
+	if len(r.Restart) > 0 {
+		b.WriteString("\nRestart at scale: a new Caddy on storage that holds every certificate, the same config, " +
+			"from the config load until each name is served its stored certificate (a TLS handshake per name, 4 at a time); " +
+			"API requests from Caddy's start until then:\n\n")
+		b.WriteString("| issuer | names | time to serve every name | sslci / internal | API requests | requests |\n|---|---:|---:|---:|---:|---|\n")
+		in, haveFloor := r.findRestart(issuerInternal)
+		for _, iss := range issuers {
+			x, ok := r.findRestart(iss)
+			if !ok {
+				continue
+			}
+			rat := ""
+			if iss == issuerSSLCI && haveFloor {
+				rat = ratio(x.Seconds, in.Seconds)
+			}
+			fmt.Fprintf(&b, "| %s | %d | %s | %s | %d | %s |\n", issuerTitle[iss], x.Names, seconds(x.Seconds), rat,
+				x.API.Requests, kinds(x.API.ByKind))
+		}
+		for _, x := range r.Restart {
+			if x.Sweep == nil {
+				continue
+			}
+			seen := fmt.Sprintf("the sweep's list and a quiet second after it came %.0f s after the config load", x.SweepSeconds)
+			if !x.SweepSeen {
+				seen = fmt.Sprintf("no list came in %.0f s", x.SweepSeconds)
+			}
+			fmt.Fprintf(&b, "\nUntil the sweep of %s (-restart-sweep; it runs a minute after the start): %s API requests from Caddy's start; %s.\n",
+				issuerTitle[x.Issuer], requestsSaid(*x.Sweep), seen)
 		}
 	}
 
@@ -145,6 +218,17 @@ func (r *results) markdown() string {
 	return b.String()
 }
 
+// ratio is a over b, as "1.23×".
+func ratio(a, b float64) string { return fmt.Sprintf("%.2f×", a/b) }
+
+// runsSaid says which run each figure is.
+func (r *results) runsSaid() string {
+	if n := r.maxRuns(); n > 1 {
+		return fmt.Sprintf("Each figure is the median of %d runs, the issuers taking turns in each.", n)
+	}
+	return "Each figure is one run."
+}
+
 // seconds keeps about two significant digits, three below a second.
 func seconds(s float64) string {
 	switch {
@@ -155,6 +239,14 @@ func seconds(s float64) string {
 	default:
 		return fmt.Sprintf("%.1f s", s)
 	}
+}
+
+// requestsSaid is the count of s's requests and, if any, their kinds.
+func requestsSaid(s snapshot) string {
+	if s.Requests == 0 {
+		return "0"
+	}
+	return fmt.Sprintf("%d (%s)", s.Requests, kinds(s.ByKind))
 }
 
 // kinds lists request counts by kind, most frequent first.

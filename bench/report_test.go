@@ -10,29 +10,67 @@ import (
 
 func testResults() *results {
 	run := func(iss string, n int, s float64) issuance {
-		return issuance{Issuer: iss, Names: n, Seconds: s, API: snapshot{Requests: 3 * n, Conns: 1}, PeakKiB: 50 << 10}
+		return issuance{Issuer: iss, Names: n, Seconds: s, API: snapshot{Requests: 3 * n, Conns: 1}, PeakKiB: 50 << 10,
+			CPUSeconds: 2 * s, BenchCPUSeconds: s / 2}
+	}
+	internal := func(n int, s float64) issuance {
+		return issuance{Issuer: issuerInternal, Names: n, Seconds: s, PeakKiB: 40 << 10, CPUSeconds: s, BenchCPUSeconds: 0.01}
+	}
+	sslciKinds := func(n int) snapshot {
+		return snapshot{Requests: n, Conns: 1, ByKind: map[string]int{"list": n}}
 	}
 	return &results{
 		Issuance: []issuance{
 			run(issuerACME, 1, 0.9), run(issuerACME, 1, 0.56), run(issuerACME, 1, 0.5),
 			run(issuerSSLCI, 1, 0.041), run(issuerSSLCI, 10, 0.105), run(issuerSSLCI, 1000, 3.9),
+			internal(1, 0.05), internal(1, 0.02), internal(1, 0.03), internal(1000, 3),
 		},
 		Skipped: []skipped{{Issuer: issuerACME, Names: 1000, Reason: "not run (-acme-max 100): about 1000 s"}},
-		Renewal: []renewal{{Issuer: issuerSSLCI, Seconds: 0.02, API: snapshot{Requests: 1, Conns: 1, ByKind: map[string]int{"finalize": 1}}}},
+		Renewal: []renewal{
+			{Issuer: issuerInternal, Seconds: 0.01},
+			{Issuer: issuerSSLCI, Seconds: 0.02, API: snapshot{Requests: 1, Conns: 1, ByKind: map[string]int{"finalize": 1}}},
+		},
+		Restart: []restart{
+			{Issuer: issuerInternal, Names: 1000, Seconds: 1.2},
+			{Issuer: issuerSSLCI, Names: 1000, Seconds: 1.5, API: sslciKinds(1)},
+			{Issuer: issuerInternal, Names: 1000, Seconds: 1.0},
+			{Issuer: issuerSSLCI, Names: 1000, Seconds: 2.5, API: sslciKinds(2)},
+			{Issuer: issuerInternal, Names: 1000, Seconds: 0.8},
+			{Issuer: issuerSSLCI, Names: 1000, Seconds: 1.8, API: sslciKinds(3), SweepSeen: true, SweepSeconds: 61.2,
+				Sweep: &snapshot{Requests: 4, ByKind: map[string]int{"list": 4}}},
+		},
 	}
 }
 
 func TestMarkdownTable(t *testing.T) {
 	md := testResults().markdown()
 	for _, row := range []string{
-		"| names | ACME + Pebble | sslci + simulator |",
-		"| 1 | 0.560 s | 0.041 s |", // the median of three ACME runs
-		"| 10 | | 0.105 s |",
-		"| 1000 | not run (-acme-max 100): about 1000 s | 3.90 s |",
-		"| sslci + simulator | 1000 | 3000 | 3.0 | 1 | 0.00 s | 50 MiB |",
+		"| names | Caddy's internal CA | sslci + simulator | sslci / internal | ACME + Pebble |",
+		"| 1 | 0.030 s | 0.041 s | 1.37× | 0.560 s |", // the medians of three runs, and their ratio
+		"| 10 | | 0.105 s | | |",
+		"| 1000 | 3.00 s | 3.90 s | 1.30× | not run (-acme-max 100): about 1000 s |",
+		"| Caddy CPU | simulator CPU | Caddy peak RSS |",
+		"a real SSLCI (or Let's Encrypt) does on its own machines",
+		"| sslci + simulator | 1000 | 3000 | 3.0 | 1 | 7.80 s | 1.95 s | 50 MiB |",
+		"| Caddy's internal CA | 1000 | 0 | 0.0 | 0 | 3.00 s | 0.01 s | 40 MiB |",
+		"| issuer | names | time to serve every name | sslci / internal | API requests | requests |",
+		"| Caddy's internal CA | 1000 | 1.00 s |  | 0 |  |", // the median restart
+		"| sslci + simulator | 1000 | 1.80 s | 1.80× | 3 | list ×3 |",
+		"Until the sweep of sslci + simulator (-restart-sweep; it runs a minute after the start): 4 (list ×4) API requests from Caddy's start; the sweep's list and a quiet second after it came 61 s after the config load.",
+		"| Caddy's internal CA | 0.010 s | 0 | 0 |  |",
 		"| sslci + simulator | 0.020 s | 1 | 1 | finalize ×1 |",
 		"median of 3 runs",
 	} {
+		if !strings.Contains(md, row) {
+			t.Errorf("results.md lacks %q:\n%s", row, md)
+		}
+	}
+}
+
+func TestMarkdownOneRun(t *testing.T) {
+	r := &results{Issuance: []issuance{{Issuer: issuerInternal, Names: 1, Seconds: 0.1}, {Issuer: issuerSSLCI, Names: 1, Seconds: 0.12}}}
+	md := r.markdown()
+	for _, row := range []string{"Each figure is one run.", "| 1 | 0.100 s | 0.120 s | 1.20× |"} {
 		if !strings.Contains(md, row) {
 			t.Errorf("results.md lacks %q:\n%s", row, md)
 		}
@@ -55,10 +93,10 @@ func TestSVGIsWellFormed(t *testing.T) {
 			lines++
 		}
 	}
-	if lines != 2 {
+	if lines != 3 {
 		t.Errorf("results.svg has %d lines, want one per issuer", lines)
 	}
-	for _, text := range []string{"0.560 s", "3.90 s", "1000 names: not run (-acme-max 100)</text>"} {
+	for _, text := range []string{"0.560 s", "3.90 s", "0.030 s", ">Caddy's internal CA</text>", "1000 names: not run (-acme-max 100)</text>"} {
 		if !strings.Contains(svg, text) {
 			t.Errorf("results.svg lacks %q", text)
 		}

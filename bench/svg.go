@@ -7,7 +7,7 @@ import (
 	"strings"
 )
 
-var issuerColor = map[string]string{issuerACME: "#d95f02", issuerSSLCI: "#1b9e77"}
+var issuerColor = map[string]string{issuerInternal: "#7570b3", issuerSSLCI: "#1b9e77", issuerACME: "#d95f02"}
 
 // The plot's size and the plotting area inside it.
 const (
