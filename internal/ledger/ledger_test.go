@@ -41,6 +41,18 @@ func TestKeys(t *testing.T) {
 	if _, ok := k.Site(k.SiteCert("d.test"), Keys.SiteKey); ok {
 		t.Error("Site takes a certificate for a key")
 	}
+	// Remembered keys are certmagic's, asked twice or for other issuers.
+	for range 2 {
+		for _, ik := range []string{k.IssuerKey, "sslci-Other:443/API"} {
+			k := Keys{IssuerKey: ik}
+			for _, n := range []string{"d.test", "*.W.test", "a.test,b.test", "x+y.test"} {
+				if k.SiteKey(n) != certmagic.StorageKeys.SitePrivateKey(ik, n) || k.SiteCert(n) != certmagic.StorageKeys.SiteCert(ik, n) ||
+					k.SiteMeta(n) != certmagic.StorageKeys.SiteMeta(ik, n) || k.CertsDir() != certmagic.StorageKeys.CertsPrefix(ik) {
+					t.Errorf("%s, %s: the keys are not certmagic's", ik, n)
+				}
+			}
+		}
+	}
 }
 
 // A listing of a ledger folder that concurrent writes cut short (certmagic's
