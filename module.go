@@ -275,6 +275,7 @@ func (iss *Issuer) SetConfig(cfg *certmagic.Config) {
 		iss.acme.SetConfig(cfg)
 	}
 	iss.watchRenewals(cfg) // delete_replaced: replaced.go
+	iss.watchExpiry(cfg)   // the expiry metrics: metrics.go
 	iss.guardKeys(cfg)
 }
 
