@@ -86,10 +86,11 @@ type NameStatus struct {
 }
 
 // Status reads what this issuer stores, for the certificates and records
-// of names (nil: all), under a renewal window ratio, at now. Only a
-// listing of the certificates that fails is an error: anything else that
-// cannot be read is reported in its place.
-func (l *Ledger) Status(ctx context.Context, names []string, ratio float64, now time.Time) (*Status, error) {
+// of names (nil: all), at now; ratio is the renewal_window_ratio of the
+// policy that manages a certificate's names. Only a listing of the
+// certificates that fails is an error: anything else that cannot be read
+// is reported in its place.
+func (l *Ledger) Status(ctx context.Context, names []string, ratio func(names []string) float64, now time.Time) (*Status, error) {
 	keys, err := l.storedCertKeys(ctx)
 	if err != nil {
 		return nil, err
@@ -135,7 +136,7 @@ func (l *Ledger) Status(ctx context.Context, names []string, ratio float64, now 
 	return st, nil
 }
 
-func (l *Ledger) certStatus(ctx context.Context, key, dir string, ratio float64, now time.Time) CertStatus {
+func (l *Ledger) certStatus(ctx context.Context, key, dir string, ratio func([]string) float64, now time.Time) CertStatus {
 	c := CertStatus{Leaf: Leaf{Key: key}, Dir: dir}
 	leaf, err := ReadLeaf(ctx, l.Storage(), key)
 	switch {
@@ -147,7 +148,7 @@ func (l *Ledger) certStatus(ctx context.Context, key, dir string, ratio float64,
 		return c
 	}
 	c.Leaf = *leaf
-	c.RenewAt = leaf.RenewAt(ratio)
+	c.RenewAt = leaf.RenewAt(ratio(leaf.Names))
 	c.KeySource, c.KeyErr = l.keySource(ctx, dir)
 	renewal := c.RenewAt
 	if now.After(renewal) {

@@ -46,6 +46,8 @@ func (e *env) put(key string, v any) {
 	}
 }
 
+func defaultRatio([]string) float64 { return 0 }
+
 // The renewal rule is certmagic's: remaining time below lifetime × ratio
 // (1/3 by default), or below a fiftieth of it or 50 minutes; NotAfter's
 // last second still counts as valid.
@@ -125,7 +127,7 @@ func TestStatus(t *testing.T) {
 	history.State, history.NotAfter = StateStored, now.Add(10*day)
 	e.put(history.Key, history)
 
-	st, err := l.Status(ctx, nil, 0, now)
+	st, err := l.Status(ctx, nil, defaultRatio, now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -177,7 +179,7 @@ func TestStatus(t *testing.T) {
 	}
 
 	// A ratio of 0.8 renews b.test at day 6: still reused.
-	if st, _ := l.Status(ctx, []string{"B.test."}, 0.8, now); len(st.Certificates) != 1 || st.Certificates[0].Dir != "b.test" ||
+	if st, _ := l.Status(ctx, []string{"B.test."}, func([]string) float64 { return 0.8 }, now); len(st.Certificates) != 1 || st.Certificates[0].Dir != "b.test" ||
 		st.Certificates[0].RenewAt.Sub(now).Round(time.Hour) != 5*day || !st.Certificates[0].Verified[0].Reused ||
 		len(st.Orders) != 0 || len(st.Finalizes) != 1 {
 		t.Errorf("status of b.test alone at ratio 0.8: %+v", st)
@@ -192,7 +194,7 @@ func TestStatus(t *testing.T) {
 		}
 		return readError("list", "/ledger/orders")(op, key)
 	})
-	st, err = l.Status(ctx, nil, 0, now)
+	st, err = l.Status(ctx, nil, defaultRatio, now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -216,7 +218,7 @@ func TestStatus(t *testing.T) {
 		t.Errorf("ledger unreadable: %v", st.RecordsErr)
 	}
 	e.storage.failing(readError("list", "certificates/"))
-	if _, err := l.Status(ctx, nil, 0, now); !errors.Is(err, errStorage) {
+	if _, err := l.Status(ctx, nil, defaultRatio, now); !errors.Is(err, errStorage) {
 		t.Errorf("certificates unlistable: %v, want the read error", err)
 	}
 }
