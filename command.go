@@ -22,8 +22,8 @@ import (
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "sslci",
-		Usage: "list|cancel|delete|prune|check ...",
-		Short: "Certificates and orders at SSLCI; preflight checks of the verification",
+		Usage: "list|cancel|delete|prune|check|status ...",
+		Short: "Certificates and orders at SSLCI; preflight checks of the verification; what is stored",
 		Long: `
 Works with the SSLCI account(s) of the sslci issuers in the config: the one
 given with --config (and --adapter), or the Caddyfile in the current
@@ -42,11 +42,16 @@ config, --token (or the SSLCI_TOKEN environment variable), --endpoint and
                   never touches what another client of the account made
   check NAME...   checks that SSLCI's verification of each name would
                   reach this Caddy, without spending an order
+  status [NAME...]
+                  the stored certificates, from storage alone: expiry,
+                  when they renew, whose key, each name's last
+                  verification and whether the renewal reuses it; and
+                  the records left to settle with SSLCI
 
 The token is never printed. --json prints JSON for scripts.
 `,
 		CobraFunc: func(cmd *cobra.Command) {
-			for _, sub := range []*cobra.Command{listCommand(), cancelCommand(), deleteCommand(), pruneCommand(), checkCommand()} {
+			for _, sub := range []*cobra.Command{listCommand(), cancelCommand(), deleteCommand(), pruneCommand(), checkCommand(), statusCommand()} {
 				addCommonFlags(sub)
 				cmd.AddCommand(sub)
 			}

@@ -27,7 +27,8 @@ type target struct {
 	storage  certmagic.Storage
 	// storageID says which storage it is, to tell accounts apart.
 	storageID string
-	httpPort  int // the port SSLCI's HTTP check arrives on
+	httpPort  int     // the port SSLCI's HTTP check arrives on
+	ratio     float64 // its policy's renewal_window_ratio (0: certmagic's default)
 }
 
 // account says which SSLCI account, at which endpoint, with which storage:
@@ -63,9 +64,10 @@ type userConfig struct {
 }
 
 type policyConfig struct {
-	Subjects   []string          `json:"subjects,omitempty"`
-	IssuersRaw []json.RawMessage `json:"issuers,omitempty"`
-	StorageRaw json.RawMessage   `json:"storage,omitempty" caddy:"namespace=caddy.storage inline_key=module"`
+	Subjects           []string          `json:"subjects,omitempty"`
+	RenewalWindowRatio float64           `json:"renewal_window_ratio,omitempty"`
+	IssuersRaw         []json.RawMessage `json:"issuers,omitempty"`
+	StorageRaw         json.RawMessage   `json:"storage,omitempty" caddy:"namespace=caddy.storage inline_key=module"`
 }
 
 // commandEnv is what a command works with.
@@ -134,7 +136,7 @@ func loadTargets(fl caddycmd.Flags) (*commandEnv, error) {
 				if endpoint != "" && t.iss.Endpoint != endpoint {
 					continue
 				}
-				t.subjects = p.Subjects
+				t.subjects, t.ratio = p.Subjects, p.RenewalWindowRatio
 				if len(p.StorageRaw) > 0 && fl.String("storage-dir") == "" {
 					mod, err := ctx.LoadModule(p, "StorageRaw")
 					if err != nil {

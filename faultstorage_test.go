@@ -131,6 +131,15 @@ func (s faultStorage) write(ctx context.Context, op, key string, value []byte, d
 	return do()
 }
 
+// failNext makes the next write whose key contains match fail, as the
+// only fault from now on, and returns the channel closed when it has.
+func (p *faultPlan) failNext(match string) <-chan struct{} {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.match, p.counted, p.failAt, p.mode, p.tripped = match, 0, 1, failWrite, make(chan struct{})
+	return p.tripped
+}
+
 // release, once its Caddy is stopped, lets hung writes return and keeps
 // any later one (a straggling goroutine) from the disk.
 func (p *faultPlan) release() {

@@ -175,10 +175,12 @@ func (ks *keyStorage) Store(ctx context.Context, key string, value []byte) error
 			value = p.pem
 		}
 		if err := ks.keepPrevious(ctx, name, value); err != nil {
+			ks.iss.metrics.Failed(issuance.StepStore)
 			return err
 		}
 		if err := ks.Storage.Store(ctx, key, value); err != nil {
 			ks.renewed(name)
+			ks.iss.metrics.Failed(issuance.StepStore)
 			return err
 		}
 		ks.wrote(name, func(w *siteWrite) { w.keyPEM, w.certPEM = value, nil })
@@ -191,11 +193,15 @@ func (ks *keyStorage) Store(ctx context.Context, key string, value []byte) error
 		return nil
 	}
 	if err := ks.Storage.Store(ctx, key, value); err != nil {
+		if ks.isSite(key) {
+			ks.iss.metrics.Failed(issuance.StepStore) // certmagic's storing of a certificate
+		}
 		return err
 	}
 	if name, ok := ks.keys.Site(key, ledger.Keys.SiteCert); ok {
 		ks.wrote(name, func(w *siteWrite) { w.certPEM = value })
 	}
+	ks.seen(key, value)
 	if name, ok := ks.keys.Site(key, ledger.Keys.SiteMeta); ok {
 		w := ks.written(name)
 		ks.renewed(name)
@@ -225,9 +231,36 @@ func (ks *keyStorage) Delete(ctx context.Context, key string) error {
 			defer ks.renewed(name) // the key is the roll-back's last delete
 		}
 		ks.iss.logger.Warn("a renewal's write failed: putting back the certificate and key it was replacing", zap.String("identifier", name))
-		return ks.Storage.Store(ctx, key, value)
+		if err := ks.Storage.Store(ctx, key, value); err != nil {
+			return err
+		}
+		ks.seen(key, value)
+		return nil
 	}
-	return ks.Storage.Delete(ctx, key)
+	if err := ks.Storage.Delete(ctx, key); err != nil {
+		return err
+	}
+	ks.seen(key, nil)
+	return nil
+}
+
+// isSite says whether key is a file certmagic stores for a certificate of
+// this issuer.
+func (ks *keyStorage) isSite(key string) bool {
+	for _, kind := range []func(ledger.Keys, string) string{ledger.Keys.SiteKey, ledger.Keys.SiteCert, ledger.Keys.SiteMeta} {
+		if _, ok := ks.keys.Site(key, kind); ok {
+			return true
+		}
+	}
+	return false
+}
+
+// seen keeps the expiry metrics' index current (metrics.go) with a
+// certificate certmagic loaded, stored or deleted (nil) at key.
+func (ks *keyStorage) seen(key string, certPEM []byte) {
+	if _, ok := ks.keys.Site(key, ledger.Keys.SiteCert); ok {
+		ks.iss.metrics.expiry.put(ks.Storage, key, certPEM, ks.cfg.RenewalWindowRatio)
+	}
 }
 
 // Load checks a site's key against its certificate and repairs the pair.
@@ -241,7 +274,14 @@ func (ks *keyStorage) Load(ctx context.Context, key string) ([]byte, error) {
 		return data, err
 	}
 	name, ok := ks.keys.Site(key, ledger.Keys.SiteKey)
-	if !ok || ks.holding(name) {
+	if !ok {
+		data, err := ks.Storage.Load(ctx, key)
+		if err == nil {
+			ks.seen(key, data)
+		}
+		return data, err
+	}
+	if ks.holding(name) {
 		return ks.Storage.Load(ctx, key)
 	}
 	keyPEM, certPEM, err := ks.loadPair(ctx, name)

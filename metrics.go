@@ -2,13 +2,18 @@ package sslci
 
 import (
 	"errors"
+	"fmt"
 	"strconv"
+	"sync"
 	"time"
 
+	"github.com/caddyserver/certmagic"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
 
 	"github.com/sslci/caddy-sslci/api"
 	"github.com/sslci/caddy-sslci/internal/issuance"
+	"github.com/sslci/caddy-sslci/internal/ledger"
 )
 
 // metrics are the issuer's Prometheus collectors, in the registry of the
@@ -23,6 +28,8 @@ type metrics struct {
 	obtainedCerts   *prometheus.CounterVec   // key_source
 	refusedCerts    *prometheus.CounterVec   // key_source
 	cancelledOrders prometheus.Counter
+	failures        *prometheus.CounterVec // step
+	expiry          *expiry
 }
 
 const metricsNamespace = "caddy_sslci"
@@ -57,6 +64,15 @@ func newMetrics(reg *prometheus.Registry) (*metrics, error) {
 			Namespace: metricsNamespace, Name: "orders_cancelled_total",
 			Help: "Verification orders cancelled at SSLCI after a failed issuance.",
 		}),
+		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: metricsNamespace, Name: "issuance_failures_total",
+			Help: "Issuances that failed, by the step that failed: request (the verification requests), confirm (the challenge and SSLCI's check), " +
+				"finalize, check (the certificate SSLCI returned was refused), store (a write to storage, certmagic's storing of the certificate included).",
+		}, []string{"step"}),
+		expiry: &expiry{certs: map[string]expiryEntry{}, groups: map[string]bool{}},
+	}
+	for _, step := range []string{issuance.StepRequest, issuance.StepConfirm, issuance.StepFinalize, issuance.StepCheck, issuance.StepStore} {
+		m.failures.WithLabelValues(step) // every step's series, from zero
 	}
 	if reg == nil {
 		return m, nil
@@ -68,6 +84,8 @@ func newMetrics(reg *prometheus.Registry) (*metrics, error) {
 	m.obtainedCerts, err = register(reg, m.obtainedCerts, err)
 	m.refusedCerts, err = register(reg, m.refusedCerts, err)
 	m.cancelledOrders, err = register(reg, m.cancelledOrders, err)
+	m.failures, err = register(reg, m.failures, err)
+	m.expiry, err = register(reg, m.expiry, err)
 	return m, err
 }
 
@@ -110,5 +128,164 @@ func (m *metrics) Refused(keySource string) { m.refusedCerts.WithLabelValues(key
 
 func (m *metrics) Cancelled() { m.cancelledOrders.Inc() }
 
-// Interface guard
-var _ issuance.Metrics = (*metrics)(nil)
+// Failed is issuance.Metrics.Failed, and counts certmagic's failures to
+// store a certificate (keystorage.go) too.
+func (m *metrics) Failed(step string) { m.failures.WithLabelValues(step).Inc() }
+
+// expiry is the collector of the expiry gauges, aggregated over every
+// sslci issuer of one config, with no label. They are computed at scrape
+// time from an index in memory of the certificates the issuers store,
+// never from storage: with a thousand certificates on a remote storage,
+// reading them at each scrape would cost a thousand reads a minute and
+// a slow /metrics. The index is filled once per config load, in the
+// background, by one listing and read of each issuer key's certificates
+// on each storage (watch), then kept current by the storage wrapper,
+// through which certmagic loads and stores every certificate of these
+// issuers, a peer's renewal included when maintenance finds it
+// (keystorage.go: seen). What Caddy's storage cleaning deletes (expired
+// certificates, 14 days after expiry) goes at the next config load.
+type expiry struct {
+	mu     sync.Mutex
+	certs  map[string]expiryEntry // by storage and key
+	groups map[string]bool        // storage and issuer key: read in full yet?
+}
+
+type expiryEntry struct {
+	leaf  ledger.Leaf
+	ratio float64 // the policy's renewal_window_ratio
+}
+
+var (
+	descStored = prometheus.NewDesc(metricsNamespace+"_certificates_stored",
+		"Certificates the sslci issuers of this config store (absent until storage was read once).", nil, nil)
+	descDue = prometheus.NewDesc(metricsNamespace+"_certificates_in_renewal_window",
+		"Stored certificates not expired and inside their renewal window: certmagic renews them (a count that stays up means renewals fail).", nil, nil)
+	descExpired = prometheus.NewDesc(metricsNamespace+"_certificates_expired",
+		"Stored certificates that have expired.", nil, nil)
+	descEarliest = prometheus.NewDesc(metricsNamespace+"_certificates_earliest_expiry_timestamp_seconds",
+		"The earliest not_after (Unix time) of the stored certificates (absent when none is stored).", nil, nil)
+)
+
+func (x *expiry) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descStored, descDue, descExpired, descEarliest} {
+		ch <- d
+	}
+}
+
+// Collect reports nothing until every issuer's storage was read in full:
+// an index half filled would say too few certificates, and too late an
+// expiry.
+func (x *expiry) Collect(ch chan<- prometheus.Metric) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if len(x.groups) == 0 {
+		return
+	}
+	for _, done := range x.groups {
+		if !done {
+			return
+		}
+	}
+	now := time.Now()
+	var due, expired int
+	var earliest time.Time
+	for _, e := range x.certs {
+		switch {
+		case e.leaf.Expired(now):
+			expired++
+		case e.leaf.Due(now, e.ratio):
+			due++
+		}
+		if earliest.IsZero() || e.leaf.NotAfter.Before(earliest) {
+			earliest = e.leaf.NotAfter
+		}
+	}
+	ch <- prometheus.MustNewConstMetric(descStored, prometheus.GaugeValue, float64(len(x.certs)))
+	ch <- prometheus.MustNewConstMetric(descDue, prometheus.GaugeValue, float64(due))
+	ch <- prometheus.MustNewConstMetric(descExpired, prometheus.GaugeValue, float64(expired))
+	if !earliest.IsZero() {
+		ch <- prometheus.MustNewConstMetric(descEarliest, prometheus.GaugeValue, float64(earliest.Unix()))
+	}
+}
+
+// storageID tells storages apart, as certmagic and Caddy do: by String.
+func storageID(s certmagic.Storage) string {
+	if str, ok := s.(fmt.Stringer); ok {
+		return str.String()
+	}
+	return fmt.Sprintf("%T", s)
+}
+
+// expiryRetry is how long after a failed read of storage it is read again.
+var expiryRetry = time.Minute
+
+// watch reads, in the background, the certificates iss stores, unless an
+// issuer of this config with the same key and storage did; again after a
+// minute while storage fails (logged), until iss is cleaned up.
+func (x *expiry) watch(iss *Issuer, ratio float64) {
+	storage := iss.ledger.Storage()
+	sid := storageID(storage)
+	group := sid + "\x00" + iss.IssuerKey()
+	x.mu.Lock()
+	_, known := x.groups[group]
+	if !known {
+		x.groups[group] = false
+	}
+	x.mu.Unlock()
+	if known {
+		return
+	}
+	go func() {
+		for {
+			leaves, err := iss.ledger.StoredLeaves(iss.stopped)
+			if err == nil {
+				x.mu.Lock()
+				for _, leaf := range leaves {
+					if _, ok := x.certs[sid+"\x00"+leaf.Key]; !ok { // else newer, from the wrapper
+						x.certs[sid+"\x00"+leaf.Key] = expiryEntry{leaf: leaf, ratio: ratio}
+					}
+				}
+				x.groups[group] = true
+				x.mu.Unlock()
+				return
+			}
+			if iss.stopped.Err() != nil {
+				return
+			}
+			iss.logger.Warn("reading the stored certificates for the expiry metrics; they are absent until it succeeds",
+				zap.Duration("retry_in", expiryRetry), zap.Error(err))
+			select {
+			case <-iss.stopped.Done():
+				return
+			case <-time.After(expiryRetry):
+			}
+		}
+	}()
+}
+
+// put records the certificate certPEM stored at key, or drops the entry
+// (nil certPEM, or one that does not parse: certmagic cannot use it).
+func (x *expiry) put(storage certmagic.Storage, key string, certPEM []byte, ratio float64) {
+	id := storageID(storage) + "\x00" + key
+	leaf, err := ledger.ParseLeaf(certPEM)
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if certPEM == nil || err != nil {
+		delete(x.certs, id)
+		return
+	}
+	x.certs[id] = expiryEntry{leaf: ledger.Leaf{Key: key, NotBefore: leaf.NotBefore, NotAfter: leaf.NotAfter}, ratio: ratio}
+}
+
+// watchExpiry starts the expiry index of cfg's storage (SetConfig).
+func (iss *Issuer) watchExpiry(cfg *certmagic.Config) {
+	if iss.metrics != nil && iss.stopped != nil {
+		iss.metrics.expiry.watch(iss, cfg.RenewalWindowRatio)
+	}
+}
+
+// Interface guards
+var (
+	_ issuance.Metrics     = (*metrics)(nil)
+	_ prometheus.Collector = (*expiry)(nil)
+)

@@ -38,7 +38,8 @@ func init() {
 // verified by SSLCI before the certificate is made: by default over HTTP,
 // answered by Caddy's own HTTP server with nothing to configure; or by DNS
 // with a DNS provider module. A name verified less than 28 days ago is not
-// verified again, so a renewal usually costs a single API request.
+// verified again, so such a renewal costs a single API request; SSLCI's
+// 90-day certificates renew at day 60, and verify every name again.
 type Issuer struct {
 	// The SSLCI API token. REQUIRED. Placeholders such as
 	// {env.SSLCI_TOKEN} are replaced when the config is loaded.
@@ -322,6 +323,7 @@ func (iss *Issuer) SetConfig(cfg *certmagic.Config) {
 		iss.acme.SetConfig(cfg)
 	}
 	iss.watchRenewals(cfg) // delete_replaced: replaced.go
+	iss.watchExpiry(cfg)   // the expiry metrics: metrics.go
 	iss.guardKeys(cfg)
 	if iss.engine != nil {
 		iss.engine.KeyPolicy = keyPolicyOf(cfg) // issuer.go

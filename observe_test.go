@@ -2,13 +2,23 @@ package sslci_test
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
+	"math/big"
 	"net/http"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/caddyserver/certmagic"
 
 	sslci "github.com/sslci/caddy-sslci"
 	"github.com/sslci/caddy-sslci/sslcitest"
@@ -170,4 +180,154 @@ func TestMetricsAndLogs(t *testing.T) {
 	if e.logHas(e.sim.Token()) {
 		t.Error("the token is in Caddy's log")
 	}
+}
+
+// metric is the value of series (name and labels, as /metrics spells
+// them) in a scrape, and whether it is there.
+func metric(scrape, series string) (float64, bool) {
+	for _, line := range strings.Split(scrape, "\n") {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			return f, err == nil
+		}
+	}
+	return 0, false
+}
+
+// waitForMetrics scrapes until every one of want ("series value") is there.
+func (e *testEnv) waitForMetrics(limit time.Duration, want ...string) string {
+	e.t.Helper()
+	deadline := time.Now().Add(limit)
+	for {
+		got := e.scrape()
+		missing := slices.DeleteFunc(slices.Clone(want), func(w string) bool { return strings.Contains(got, w+"\n") })
+		if len(missing) == 0 {
+			return got
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("metrics lack %q after %s; caddy_sslci_ metrics:\n%s", missing, limit, got)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// selfSigned is a certificate for name valid from notBefore to notAfter,
+// as a site removed from the config leaves in storage.
+func selfSigned(t testing.TB, name string, notBefore, notAfter time.Time) []byte {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), DNSNames: []string{name}, NotBefore: notBefore, NotAfter: notAfter}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+}
+
+// The expiry gauges of a real Caddy's /metrics, over both its sslci
+// issuers (one per site block, on one storage: each certificate counted
+// once): a certificate with a day left whose renewal fails (at its
+// finalize, counted by step) is in its renewal window; one a removed
+// site left expired yesterday is expired and the earliest; a certificate
+// obtained on demand after Caddy read its storage is counted too. No
+// label names a domain.
+func TestExpiryMetrics(t *testing.T) {
+	e := newEnv(t, sslcitest.Options{})
+	e.sim.Advance(-89 * 24 * time.Hour) // due.test's first certificate: 89 days ago by SSLCI's clock
+	e.startCaddy(e.siteConfig("", "due.test", ""))
+	e.waitForCertificate("due.test", nil, time.Minute)
+	e.stopCaddy()
+	e.sim.Advance(89 * 24 * time.Hour)
+	goneNotAfter := time.Now().Add(-24 * time.Hour).Truncate(time.Second)
+	writeFile(t, e.storageDir, certmagic.StorageKeys.SiteCert(e.issuerKey(), "gone.test"),
+		selfSigned(t, "gone.test", goneNotAfter.Add(-90*24*time.Hour), goneNotAfter))
+	e.sim.InjectRedirect(sslcitest.OpFinalize, http.StatusMovedPermanently, "http://127.0.0.1:1/api", 1)
+
+	askPort := sslci.FreePort(t)
+	serveHTTP(t, fmt.Sprintf("127.0.0.1:%d", askPort), func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("domain") != "ondemand.test" {
+			http.Error(w, "no", http.StatusForbidden)
+		}
+	})
+	e.startCaddy(adapt(t, e.globalOptions(fmt.Sprintf("on_demand_tls {\n\t\task http://127.0.0.1:%d/ask\n\t}", askPort))+fmt.Sprintf(`
+due.test {
+	tls {
+		%s
+	}
+	respond "due"
+}
+https:// {
+	tls {
+		on_demand
+		%s
+	}
+	respond "on demand"
+}
+`, e.issuerBlock(""), e.issuerBlock("timeout 61s"))))
+	if n := len(activeIssuers(t)); n != 2 {
+		t.Fatalf("%d sslci issuers, want 2", n)
+	}
+	got := e.waitForMetrics(time.Minute,
+		`caddy_sslci_issuance_failures_total{step="finalize"} 1`,
+		`caddy_sslci_certificates_stored 2`,
+	)
+	wantMetrics(t, got,
+		`caddy_sslci_certificates_in_renewal_window 1`,
+		`caddy_sslci_certificates_expired 1`,
+		`caddy_sslci_issuance_failures_total{step="request"} 0`,
+		`caddy_sslci_issuance_failures_total{step="store"} 0`,
+	)
+	if v, ok := metric(got, "caddy_sslci_certificates_earliest_expiry_timestamp_seconds"); !ok || int64(v) != goneNotAfter.Unix() {
+		t.Errorf("earliest expiry %v (%v), want gone.test's %d", v, ok, goneNotAfter.Unix())
+	}
+
+	if _, err := e.handshake("ondemand.test"); err != nil {
+		t.Fatalf("on-demand handshake: %v", err)
+	}
+	got = e.waitForMetrics(time.Minute, `caddy_sslci_certificates_stored 3`)
+	wantMetrics(t, got, `caddy_sslci_certificates_in_renewal_window 1`, `caddy_sslci_certificates_expired 1`)
+	if strings.Contains(got, ".test") || strings.Contains(got, e.sim.Token()) {
+		t.Errorf("a label names a domain or the token:\n%s", got)
+	}
+}
+
+// Failures are counted once each by the step that failed, through a real
+// Caddy: certmagic's storing of the certificate (its .crt write fails),
+// then Issue calls failing at the request, the confirm, the finalize,
+// the certificate check and a ledger write.
+func TestFailuresByStep(t *testing.T) {
+	e := newEnv(t, sslcitest.Options{})
+	plan := newFaultPlan(1, failWrite)
+	plan.match = ".crt"
+	e.startCaddy(e.withStorage(e.siteConfig("", "steps.test", ""), faultStorageConfig(t, e.storageDir, plan)))
+	e.waitForMetrics(time.Minute, `caddy_sslci_issuance_failures_total{step="store"} 1`)
+	iss := activeIssuers(t)[0]
+	elsewhere := "http://127.0.0.1:1/api"
+	for _, tc := range []struct {
+		step, name string
+		setUp      func()
+	}{
+		{"request", "request.steps.test", func() { e.sim.InjectRedirect(sslcitest.OpRequest, 301, elsewhere, 1) }},
+		{"confirm", "confirm.steps.test", func() { e.sim.InjectRedirect(sslcitest.OpConfirm, 301, elsewhere, 1) }},
+		// steps.test's verification is reused: these cost a finalize.
+		{"finalize", "steps.test", func() { e.sim.InjectRedirect(sslcitest.OpFinalize, 301, elsewhere, 1) }},
+		{"check", "steps.test", func() { e.sim.InjectFault(sslcitest.OpFinalize, sslcitest.FaultWrongNames, 1) }},
+		{"store", "steps.test", func() { plan.failNext("/ledger/certificates/") }},
+	} {
+		tc.setUp()
+		csr, _ := sslcitest.NewCSR(t, tc.name)
+		if _, err := iss.Issue(context.Background(), csr); err == nil {
+			t.Fatalf("%s: Issue succeeded", tc.step)
+		}
+	}
+	wantMetrics(t, e.scrape(),
+		`caddy_sslci_issuance_failures_total{step="request"} 1`,
+		`caddy_sslci_issuance_failures_total{step="confirm"} 1`,
+		`caddy_sslci_issuance_failures_total{step="finalize"} 1`,
+		`caddy_sslci_issuance_failures_total{step="check"} 1`,
+		`caddy_sslci_issuance_failures_total{step="store"} 2`,
+	)
 }

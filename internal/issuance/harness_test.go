@@ -79,6 +79,7 @@ func (e *env) Verification(method, result string) { e.count("verification " + re
 func (e *env) Obtained(keySource string)          { e.count("obtained " + keySource) }
 func (e *env) Refused(keySource string)           { e.count("refused " + keySource) }
 func (e *env) Cancelled()                         { e.count("cancelled") }
+func (e *env) Failed(step string)                 { e.count("failed " + step) }
 
 // requests is the simulator's request count by operation.
 func (e *env) requests() map[sslcitest.Op]int {

@@ -42,6 +42,7 @@ type Metrics interface {
 	Obtained(keySource string)
 	Refused(keySource string)
 	Cancelled()
+	Failed(step string) // once per failed Issue: one of the Step* constants
 }
 
 // Results of a verification, as Metrics.Verification gets them.
@@ -107,6 +108,7 @@ func (iss *Issuer) Issue(ctx context.Context, csr *x509.CertificateRequest) (*ce
 		err = CheckNames(names, iss.Method)
 	}
 	if err != nil {
+		iss.Metrics.Failed(StepRequest)
 		return nil, fmt.Errorf("sslci: %w", err)
 	}
 	// As certmagic's ZeroSSL issuer: the names once, on every line logged.
@@ -115,6 +117,7 @@ func (iss *Issuer) Issue(ctx context.Context, csr *x509.CertificateRequest) (*ce
 	issued, err := r.issue(ctx, csr, names)
 	r.cleanUp(err != nil)
 	if err != nil {
+		iss.Metrics.Failed(failedStep(err))
 		return nil, fmt.Errorf("sslci: %w", Hint(err, iss.HTTPPort))
 	}
 	return issued, nil
@@ -156,7 +159,7 @@ func (r *run) issue(ctx context.Context, csr *x509.CertificateRequest, names []s
 		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("reconciling earlier requests for %s with SSLCI's list: %w", strings.Join(names, ", "), err)
+		return nil, atStep(StepRequest, fmt.Errorf("reconciling earlier requests for %s with SSLCI's list: %w", strings.Join(names, ", "), err))
 	}
 	if err := r.verifyAll(ctx, fresh, resumable); err != nil {
 		return nil, err
@@ -178,24 +181,24 @@ func (r *run) issue(ctx context.Context, csr *x509.CertificateRequest, names []s
 		cert, err = r.finalize(ctx, names, csrPEM)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("finalizing the certificate for %s: %w", strings.Join(names, ", "), err)
+		return nil, atStep(StepFinalize, fmt.Errorf("finalizing the certificate for %s: %w", strings.Join(names, ", "), err))
 	}
 
 	checked, err := CheckCertificate(cert, names, csr, iss.Roots, time.Now())
 	if err != nil {
 		r.refuse(ctx, cert)
-		return nil, r.refused("unknown", fmt.Errorf("the certificate SSLCI returned for %s was refused: %w", strings.Join(names, ", "), err))
+		return nil, atStep(StepCheck, r.refused("unknown", fmt.Errorf("the certificate SSLCI returned for %s was refused: %w", strings.Join(names, ", "), err)))
 	}
 	keySource := "csr"
 	if checked.ServerKey != nil {
 		if iss.RequireCSRKey {
 			r.refuse(ctx, cert)
-			return nil, r.refused("sslci", fmt.Errorf("SSLCI returned a certificate for %s for a private key it generated itself, and require_csr_key is set; "+
-				"the certificate was not used (SSLCI did not sign Caddy's CSR)", strings.Join(names, ", ")))
+			return nil, atStep(StepCheck, r.refused("sslci", fmt.Errorf("SSLCI returned a certificate for %s for a private key it generated itself, and require_csr_key is set; "+
+				"the certificate was not used (SSLCI did not sign Caddy's CSR)", strings.Join(names, ", "))))
 		}
 		if err := iss.KeepKey(ctx, csr, checked.Leaf, checked.ServerKey); err != nil {
 			r.refuse(ctx, cert) // never stored without its key: ours to delete
-			return nil, fmt.Errorf("keeping the private key SSLCI generated for the certificate for %s: %w", strings.Join(names, ", "), err)
+			return nil, atStep(StepStore, fmt.Errorf("keeping the private key SSLCI generated for the certificate for %s: %w", strings.Join(names, ", "), err))
 		}
 		keySource = "sslci"
 		r.warnKeyPolicy(csr, checked.Leaf)
@@ -255,13 +258,13 @@ func (r *run) verify(ctx context.Context, name string, rec *ledger.OrderRecord) 
 		resumed := rec != nil
 		if !resumed {
 			if rec, err = r.request(ctx, name); err != nil {
-				return fmt.Errorf("%s: requesting a verification: %w", name, err)
+				return atStep(StepRequest, fmt.Errorf("%s: requesting a verification: %w", name, err))
 			}
 		}
 		v := rec.Verification()
 		cleanUp, err := iss.Solver.Present(ctx, v)
 		if err != nil {
-			return r.verificationDone(name, v, fmt.Errorf("%s: putting the %s challenge in place (order %d): %w", name, v.Method, v.OrderID, err))
+			return atStep(StepConfirm, r.verificationDone(name, v, fmt.Errorf("%s: putting the %s challenge in place (order %d): %w", name, v.Method, v.OrderID, err)))
 		}
 		deadline := time.Now().Add(iss.verificationTimeout())
 		err = r.retry(ctx, func() error { return r.confirm(ctx, v, deadline) })
@@ -276,7 +279,7 @@ func (r *run) verify(ctx context.Context, name string, rec *ledger.OrderRecord) 
 			continue
 		}
 		if err != nil {
-			return r.verificationDone(name, v, fmt.Errorf("%s: confirming the verification (order %d): %w", name, v.OrderID, err))
+			return atStep(StepConfirm, r.verificationDone(name, v, fmt.Errorf("%s: confirming the verification (order %d): %w", name, v.OrderID, err)))
 		}
 		_ = r.verificationDone(name, v, nil) // counted and logged; nil for nil
 		r.mu.Lock()

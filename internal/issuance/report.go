@@ -8,6 +8,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/sslci/caddy-sslci/api"
+	"github.com/sslci/caddy-sslci/internal/ledger"
 )
 
 // What each step of an issuance reports: one log line in Caddy's field
@@ -35,7 +36,7 @@ func (r *run) verificationDone(name string, v *api.Verification, err error) erro
 
 // verificationReused: name was verified recently (rec), so it is not
 // verified again; its order is kept for the certificate's metadata.
-func (r *run) verificationReused(rec verificationRecord) {
+func (r *run) verificationReused(rec ledger.Verification) {
 	r.iss.Metrics.Verification(r.iss.Method, VerificationReused)
 	r.mu.Lock()
 	r.reused[rec.Domain] = rec.OrderID

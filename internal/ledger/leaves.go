@@ -22,9 +22,10 @@ import (
 
 // Leaf is a certificate certmagic stores for this issuer.
 type Leaf struct {
-	Key      string   // its storage key
-	Names    []string // NormalNames of its DNS names
-	NotAfter time.Time
+	Key       string   // its storage key
+	Names     []string // NormalNames of its DNS names
+	NotBefore time.Time
+	NotAfter  time.Time
 }
 
 // ParseCertificates parses the PEM CERTIFICATE blocks of data, in order,
@@ -79,7 +80,7 @@ func ReadLeaf(ctx context.Context, storage certmagic.Storage, key string) (*Leaf
 	if err != nil {
 		return nil, nil
 	}
-	return &Leaf{Key: key, Names: NormalNames(leaf.DNSNames), NotAfter: leaf.NotAfter}, nil
+	return &Leaf{Key: key, Names: NormalNames(leaf.DNSNames), NotBefore: leaf.NotBefore, NotAfter: leaf.NotAfter}, nil
 }
 
 // leavesFor reads the leaves certmagic stores for each set of names.
@@ -101,15 +102,12 @@ func (l *Ledger) leavesFor(ctx context.Context, sets [][]string) ([]Leaf, error)
 // (certificates/<issuer key>/<names key>/<names key>.crt).
 func (l *Ledger) StoredLeaves(ctx context.Context) ([]Leaf, error) {
 	storage := l.Storage()
-	keys, err := listTree(ctx, storage, l.Keys.CertsDir())
+	keys, err := l.storedCertKeys(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("listing the stored certificates: %w", err)
+		return nil, err
 	}
 	var leaves []Leaf
 	for _, key := range keys {
-		if !strings.HasSuffix(key, ".crt") {
-			continue
-		}
 		leaf, err := ReadLeaf(ctx, storage, key)
 		if err != nil {
 			return nil, err
@@ -119,6 +117,16 @@ func (l *Ledger) StoredLeaves(ctx context.Context) ([]Leaf, error) {
 		}
 	}
 	return leaves, nil
+}
+
+// storedCertKeys lists the keys of the certificates certmagic stores for
+// this issuer, each in its names key's folder.
+func (l *Ledger) storedCertKeys(ctx context.Context) ([]string, error) {
+	keys, err := listTree(ctx, l.Storage(), l.Keys.CertsDir())
+	if err != nil {
+		return nil, fmt.Errorf("listing the stored certificates: %w", err)
+	}
+	return slices.DeleteFunc(keys, func(key string) bool { return !strings.HasSuffix(key, ".crt") }), nil
 }
 
 func storedAs(leaves []Leaf, names []string, notAfter int64) *Leaf {

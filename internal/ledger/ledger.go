@@ -86,10 +86,17 @@ func (l *Ledger) Put(ctx context.Context, key string, rec any) error {
 	ctx, cancel := Detached(ctx)
 	defer cancel()
 	if err := l.Storage().Store(ctx, key, data); err != nil {
-		return fmt.Errorf("writing the ledger record %s: %w", key, err)
+		return &WriteError{fmt.Errorf("writing the ledger record %s: %w", key, err)}
 	}
 	return nil
 }
+
+// WriteError is a record that could not be written: the issuance counts
+// it as a failure to store, whichever step wrote it.
+type WriteError struct{ Err error }
+
+func (e *WriteError) Error() string { return e.Err.Error() }
+func (e *WriteError) Unwrap() error { return e.Err }
 
 // Drop deletes a record that holds nothing left to reconcile.
 func (l *Ledger) Drop(ctx context.Context, key string) {

@@ -1,0 +1,83 @@
+package ledger
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"time"
+)
+
+// This file is the record of each name SSLCI confirmed (per endpoint and
+// account: Keys.Verification), and the one rule that says whether an
+// issuance reuses it instead of verifying the name again: the issuance
+// skips verifying by it, `caddy sslci status` says by it what the next
+// renewal will do. Every Caddy sharing the storage shares the records.
+
+// SSLCI lets finalize use a domain verified within the last 29 days
+// (sslci-api.md). The issuer reuses a verification for a day less, so
+// that one never expires between our check and SSLCI's.
+const (
+	VerificationWindow = 29 * 24 * time.Hour
+	reuseMargin        = 24 * time.Hour
+	// ReuseWindow is how long after SSLCI confirmed a name an issuance
+	// reuses that verification: 28 days.
+	ReuseWindow = VerificationWindow - reuseMargin
+)
+
+// Verification is the record of a name's last confirmed verification.
+type Verification struct {
+	Domain     string    `json:"domain"`
+	OrderID    int64     `json:"order_id"`
+	VerifiedAt time.Time `json:"verified_at"`
+}
+
+// ReusableAt says whether an issuance at t reuses this verification
+// rather than verifying the name again.
+func (v Verification) ReusableAt(t time.Time) bool {
+	age := t.Sub(v.VerifiedAt)
+	return age >= 0 && age < ReuseWindow
+}
+
+// ReusableUntil is when an issuance stops reusing it.
+func (v Verification) ReusableUntil() time.Time { return v.VerifiedAt.Add(ReuseWindow) }
+
+// ErrCorrupt is the error of a record that does not parse.
+var ErrCorrupt = errors.New("corrupt record")
+
+// Verification reads the record of name: nil if there is none; an error
+// if storage cannot say, or (ErrCorrupt) the record does not parse. Either
+// costs the issuance only a verification.
+func (l *Ledger) Verification(ctx context.Context, name string) (*Verification, error) {
+	data, err := l.Storage().Load(ctx, l.Keys.Verification(name))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading the verification record of %s: %w", name, err)
+	}
+	var v Verification
+	if err := json.Unmarshal(data, &v); err != nil {
+		return nil, fmt.Errorf("the verification record of %s: %w: %v", name, ErrCorrupt, err)
+	}
+	v.Domain = name
+	return &v, nil
+}
+
+// RememberVerification records that SSLCI confirmed name now, by order orderID.
+func (l *Ledger) RememberVerification(ctx context.Context, name string, orderID int64) error {
+	data, err := json.Marshal(Verification{Domain: name, OrderID: orderID, VerifiedAt: time.Now().UTC()})
+	if err != nil {
+		return err
+	}
+	return l.Storage().Store(ctx, l.Keys.Verification(name), data)
+}
+
+// ForgetVerification deletes the record of name.
+func (l *Ledger) ForgetVerification(ctx context.Context, name string) error {
+	if err := l.Storage().Delete(ctx, l.Keys.Verification(name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return nil
+}
