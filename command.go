@@ -22,8 +22,8 @@ import (
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "sslci",
-		Usage: "list|cancel|delete|prune|check ...",
-		Short: "Certificates and orders at SSLCI; preflight checks of the verification",
+		Usage: "list|cancel|delete|prune|check|renew ...",
+		Short: "Certificates and orders at SSLCI; preflight checks of the verification; renewals now",
 		Long: `
 Works with the SSLCI account(s) of the sslci issuers in the config: the one
 given with --config (and --adapter), or the Caddyfile in the current
@@ -42,6 +42,8 @@ config, --token (or the SSLCI_TOKEN environment variable), --endpoint and
                   never touches what another client of the account made
   check NAME...   checks that SSLCI's verification of each name would
                   reach this Caddy, without spending an order
+  renew NAME...   asks the running Caddy, through its admin endpoint, to
+                  renew now (--force: even if not due); see renew --help
 
 The token is never printed. --json prints JSON for scripts.
 `,
@@ -50,6 +52,7 @@ The token is never printed. --json prints JSON for scripts.
 				addCommonFlags(sub)
 				cmd.AddCommand(sub)
 			}
+			cmd.AddCommand(renewCommand()) // its own flags: it asks the running Caddy
 		},
 	})
 }
