@@ -1,6 +1,7 @@
 package sslci
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"crypto/x509"
@@ -98,8 +99,14 @@ func (a *adminAPI) handleRenew(w http.ResponseWriter, r *http.Request) error {
 	if r.Method != http.MethodPost {
 		return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: fmt.Errorf("sslci: %s %s: use POST", r.Method, renewPath)}
 	}
+	// Read to its end, so that the server notices when the client goes
+	// and cancels r.Context().
+	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+	if err != nil {
+		return badRequest("sslci: reading the request: %v", err)
+	}
 	var req renewRequest
-	dec := json.NewDecoder(io.LimitReader(r.Body, 1<<20))
+	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil {
 		return badRequest("sslci: reading the request: %v", err)
@@ -207,6 +214,9 @@ func findRenewTarget(name string) (renewTarget, error) {
 	}
 	var exact, other []certmagic.Certificate
 	for _, c := range caddytls.AllMatchingCertificates(name) {
+		if c.Leaf == nil {
+			continue // not a certificate for handshakes (certmagic's TLS-ALPN ones)
+		}
 		if slices.Contains(c.Names, name) {
 			exact = append(exact, c)
 		} else {
@@ -286,7 +296,7 @@ func serveStored(ctx context.Context, cfg *certmagic.Config, name string) (certm
 	names := slices.Sorted(slices.Values(cert.Names))
 	var old []string
 	for _, c := range cache.AllMatchingCertificates(name) {
-		if c.Hash() != cert.Hash() && slices.Equal(slices.Sorted(slices.Values(c.Names)), names) && !c.Leaf.NotBefore.After(cert.Leaf.NotBefore) {
+		if c.Leaf != nil && c.Hash() != cert.Hash() && slices.Equal(slices.Sorted(slices.Values(c.Names)), names) && !c.Leaf.NotBefore.After(cert.Leaf.NotBefore) {
 			old = append(old, c.Hash())
 		}
 	}
