@@ -22,8 +22,8 @@ import (
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "sslci",
-		Usage: "list|cancel|delete|prune|check|status ...",
-		Short: "Certificates and orders at SSLCI; preflight checks of the verification; what is stored",
+		Usage: "list|cancel|delete|prune|check|status|renew ...",
+		Short: "Certificates and orders at SSLCI; preflight checks of the verification; what is stored; renewals now",
 		Long: `
 Works with the SSLCI account(s) of the sslci issuers in the config: the one
 given with --config (and --adapter), or the Caddyfile in the current
@@ -47,6 +47,8 @@ config, --token (or the SSLCI_TOKEN environment variable), --endpoint and
                   when they renew, whose key, each name's last
                   verification and whether the renewal reuses it; and
                   the records left to settle with SSLCI
+  renew NAME...   asks the running Caddy, through its admin endpoint, to
+                  renew now (--force: even if not due); see renew --help
 
 The token is never printed. --json prints JSON for scripts.
 `,
@@ -55,6 +57,7 @@ The token is never printed. --json prints JSON for scripts.
 				addCommonFlags(sub)
 				cmd.AddCommand(sub)
 			}
+			cmd.AddCommand(renewCommand()) // its own flags: it asks the running Caddy
 		},
 	})
 }

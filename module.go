@@ -140,6 +140,11 @@ type Issuer struct {
 
 	replaced replacedDeletions // delete_replaced: replaced.go
 
+	// magic is the certmagic config of this issuer's automation policy,
+	// the latest SetConfig gave: `caddy sslci renew` renews through it
+	// (admin.go).
+	magic atomic.Pointer[certmagic.Config]
+
 	// stopped is done once the issuer is cleaned up: what runs in the
 	// background for it stops.
 	stopped context.Context
@@ -315,6 +320,7 @@ type tlsResolversKey struct{}
 // to the embedded ACME issuer that answers HTTP checks, and wrap it so that
 // SSLCI's private keys are stored safely (keystorage.go).
 func (iss *Issuer) SetConfig(cfg *certmagic.Config) {
+	iss.magic.Store(cfg)
 	if cfg.Storage != nil {
 		iss.ledger.SetStorage(ownStorage(cfg.Storage))
 	}
