@@ -252,7 +252,7 @@ func (t renewTarget) renew(ctx context.Context, force bool, timeout time.Duratio
 	before := t.served.Leaf
 	res := renewResult{Name: t.name, Serial: serialOf(before), NotAfter: before.NotAfter}
 	if !force && !t.served.NeedsRenewal(t.cfg) {
-		res.RenewsAfter = renewalStart(before, t.cfg.RenewalWindowRatio)
+		res.RenewsAfter = ledger.Leaf{NotBefore: before.NotBefore, NotAfter: before.NotAfter}.RenewAt(t.cfg.RenewalWindowRatio)
 		return res
 	}
 	if err := t.cfg.RenewCertSync(ctx, t.name, force); err != nil {
@@ -318,14 +318,6 @@ func cacheOf(cfg *certmagic.Config) (*certmagic.Cache, error) {
 		return nil, errors.New("the certmagic config has no cache")
 	}
 	return cache, nil
-}
-
-// renewalStart is when leaf enters certmagic's renewal window: the last
-// ratio of its lifetime (currentlyInRenewalWindow, unexported).
-func renewalStart(leaf *x509.Certificate, ratio float64) time.Time {
-	ratio = cmp.Or(ratio, certmagic.DefaultRenewalWindowRatio)
-	lifetime := leaf.NotAfter.Sub(leaf.NotBefore)
-	return leaf.NotAfter.Add(-time.Duration(float64(lifetime) * ratio))
 }
 
 // serialOf is leaf's serial in hex, as openssl x509 -serial prints it.
