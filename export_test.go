@@ -40,13 +40,6 @@ func SetBackoffs(minWait, maxWait time.Duration) (restore func()) {
 	return func() { issuance.DefaultRetry = old }
 }
 
-// SetFloorSaveDelay sets how long the ledger waits before writing its id floor.
-func SetFloorSaveDelay(d time.Duration) (restore func()) {
-	old := ledger.FloorSaveDelay
-	ledger.FloorSaveDelay = d
-	return func() { ledger.FloorSaveDelay = old }
-}
-
 // SetLockWait sets how long prune and delete_replaced wait for a name's lock.
 func SetLockWait(d time.Duration) (restore func()) {
 	old := ledger.LockWait

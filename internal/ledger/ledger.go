@@ -264,30 +264,30 @@ func (l *Ledger) seenList(list *api.List) {
 }
 
 // SaveFloor writes the floor if it rose since last written, within
-// FloorSaveDelay: a burst of issuances raises it once per order, and it is
-// written once for the burst (FlushFloor writes what is pending when the
-// issuer stops). A floor on record that is lower than the last ids seen, as
-// a kill before the write leaves, or another process's write, is still
-// true: it only makes more of the account's objects candidates for a lost
-// answer (see classify), which it then leaves alone if they are too many.
+// floorSaveDelay: a burst of issuances raises it once per order, and it is
+// written once for the burst. A floor on record that is lower than the last
+// ids seen, as a stop or a kill before the write leaves, or another
+// process's write, is still true: it only makes more of the account's
+// objects candidates for a lost answer (see classify), which it then leaves
+// alone if they are too many.
 func (l *Ledger) SaveFloor(ctx context.Context) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.floorTimer != nil || !l.floorDirty() {
+	if l.floorTimer != nil || l.sweep.stopped || !l.floorDirty() {
 		return
 	}
-	l.floorTimer = time.AfterFunc(FloorSaveDelay, func() { l.FlushFloor(context.WithoutCancel(ctx)) })
+	l.floorTimer = time.AfterFunc(floorSaveDelay, func() { l.flushFloor(context.WithoutCancel(ctx)) })
 }
 
-// FloorSaveDelay is how long SaveFloor waits for the floor to rise again.
-var FloorSaveDelay = time.Second
+// floorSaveDelay is how long SaveFloor waits for the floor to rise again.
+var floorSaveDelay = time.Second
 
 func (l *Ledger) floorDirty() bool {
 	return l.floorV != nil && (l.saved == nil || *l.floorV != *l.saved)
 }
 
-// FlushFloor writes the floor now if it rose since last written.
-func (l *Ledger) FlushFloor(ctx context.Context) {
+// flushFloor writes the floor if it rose since last written.
+func (l *Ledger) flushFloor(ctx context.Context) {
 	l.mu.Lock()
 	if l.floorTimer != nil {
 		l.floorTimer.Stop()

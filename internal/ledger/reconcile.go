@@ -229,7 +229,7 @@ func (l *Ledger) StartSweep(delay time.Duration) {
 	}()
 }
 
-// StopSweep stops the background sweep and writes the floor if it rose
+// StopSweep stops the background sweep and the floor's pending write
 // (from the issuer's Cleanup).
 func (l *Ledger) StopSweep() {
 	l.mu.Lock()
@@ -237,9 +237,14 @@ func (l *Ledger) StopSweep() {
 	if l.sweep.stop != nil {
 		l.sweep.stop()
 	}
+	// The floor's pending write is dropped: writing at a stop could hang it
+	// on a storage that hangs, or write after the storage is gone; the floor
+	// on record stays lower, which is still true (SaveFloor).
+	if l.floorTimer != nil {
+		l.floorTimer.Stop()
+		l.floorTimer = nil
+	}
 	l.mu.Unlock()
-	// In the background: a storage that hangs must not hold up Caddy's stop.
-	go l.FlushFloor(context.Background())
 }
 
 // Sweep reconciles every record that needs SSLCI's list, under the issue
