@@ -2,7 +2,6 @@ package sslci
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -15,7 +14,6 @@ import (
 	"time"
 
 	"github.com/caddyserver/certmagic"
-	"github.com/mholt/acmez/v3/acme"
 	"go.uber.org/zap"
 
 	"github.com/caddyserver/caddy/v2"
@@ -55,13 +53,13 @@ const portCheckInterval = time.Minute
 
 const challengeBasePath = "/.well-known/acme-challenge/"
 
-func (s *httpSolver) Present(ctx context.Context, v *api.Verification) (func(), error) {
+func (s *httpSolver) Present(ctx context.Context, v *api.Verification, rec *ledger.OrderRecord) (func(), error) {
 	iss := s.iss
 	if v.FilePath != challengeBasePath+v.Token || v.Token == "" {
 		return nil, fmt.Errorf("SSLCI asked for the file %q; only %s<token> can be answered", v.FilePath, challengeBasePath)
 	}
 	storage := iss.getStorage()
-	key, err := iss.storeChallenge(ctx, storage, v)
+	key, err := iss.ledger.StoreChallenge(ctx, v, rec)
 	if err != nil {
 		return nil, err
 	}
@@ -79,40 +77,10 @@ func (s *httpSolver) Present(ctx context.Context, v *api.Verification) (func(), 
 	}, nil
 }
 
-// storeChallenge writes v's HTTP challenge where certmagic's handler finds
-// it, and returns its key (`caddy sslci check` stores its probe here too).
-func (iss *Issuer) storeChallenge(ctx context.Context, storage certmagic.Storage, v *api.Verification) (string, error) {
-	chal := acme.Challenge{
-		Type:             acme.ChallengeTypeHTTP01,
-		Token:            v.Token,
-		KeyAuthorization: v.Content,
-		Identifier:       acme.Identifier{Type: "dns", Value: v.Domain},
-	}
-	data, err := json.Marshal(chal)
-	if err != nil {
-		return "", err
-	}
-	key := iss.challengeKey(v.Domain)
-	if err := storage.Store(ctx, key, data); err != nil {
-		return "", fmt.Errorf("storing the challenge: %w", err)
-	}
-	return key, nil
-}
-
 // challengeKey is where certmagic's HTTP-challenge handler looks for a
 // challenge of this issuer (ledger.Keys.Challenge).
 func (iss *Issuer) challengeKey(domain string) string {
 	return ledger.Keys{IssuerKey: iss.IssuerKey()}.Challenge(domain)
-}
-
-// loadChallenge reads a challenge presented by any Caddy sharing the storage.
-func (iss *Issuer) loadChallenge(ctx context.Context, domain string) (acme.Challenge, error) {
-	var chal acme.Challenge
-	data, err := iss.getStorage().Load(ctx, iss.challengeKey(domain))
-	if err != nil {
-		return chal, err
-	}
-	return chal, json.Unmarshal(data, &chal)
 }
 
 // httpPort is the port SSLCI's check arrives on: the configured one, or
@@ -229,7 +197,7 @@ func (iss *Issuer) serveChallenge(w http.ResponseWriter, r *http.Request) {
 		if h, _, err := net.SplitHostPort(host); err == nil {
 			host = h
 		}
-		if chal, err := iss.loadChallenge(r.Context(), host); err == nil && certmagic.SolveHTTPChallenge(iss.logger, w, r, chal) {
+		if chal, err := iss.ledger.LoadChallenge(r.Context(), host); err == nil && certmagic.SolveHTTPChallenge(iss.logger, w, r, chal) {
 			return
 		}
 	}
@@ -315,7 +283,7 @@ func loadDNSSolver(ctx caddy.Context, cfg *caddytls.DNSChallengeConfig, defaultR
 	}, nil
 }
 
-func (s *dnsSolver) Present(ctx context.Context, v *api.Verification) (func(), error) {
+func (s *dnsSolver) Present(ctx context.Context, v *api.Verification, _ *ledger.OrderRecord) (func(), error) {
 	rec, err := s.dns.Present(ctx, v.RecordName, v.Content)
 	if err != nil {
 		return nil, err // it names the record; Issue names the identifier

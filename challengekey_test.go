@@ -19,9 +19,10 @@ import (
 // If certmagic moves it, this test fails before a real check does.
 func TestChallengeFoundByCertmagic(t *testing.T) {
 	storage := &certmagic.FileStorage{Path: t.TempDir()}
+	key := issuerKeyFor("https://sslci.example/api")
 	iss := &Issuer{
-		issuerKey:         issuerKeyFor("https://sslci.example/api"),
-		ledger:            new(ledger.Ledger),
+		issuerKey:         key,
+		ledger:            &ledger.Ledger{Keys: ledger.Keys{IssuerKey: key}},
 		logger:            zap.NewNop(),
 		ListenHost:        "127.0.0.1",
 		AlternateHTTPPort: freePort(t),
@@ -43,7 +44,7 @@ func TestChallengeFoundByCertmagic(t *testing.T) {
 
 	v := &api.Verification{Domain: "where.test", Method: api.MethodHTTP, Token: "tok-123",
 		FilePath: challengeBasePath + "tok-123", Content: "tok-123.key-authorization"}
-	cleanUp, err := (&httpSolver{iss: iss}).Present(context.Background(), v)
+	cleanUp, err := (&httpSolver{iss: iss}).Present(context.Background(), v, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

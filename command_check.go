@@ -154,7 +154,7 @@ func (t *target) checkHTTP(ctx context.Context, r *checkResult, via string, time
 	}
 	token, secret := randomText(), randomText()
 	v := &api.Verification{Domain: r.Name, Method: api.MethodHTTP, Token: token, Content: token + "." + secret, FilePath: challengeBasePath + token}
-	if _, err := t.iss.storeChallenge(ctx, t.storage, v); err != nil {
+	if _, err := t.iss.ledger.StoreChallenge(ctx, v, nil); err != nil { // the issuer's ledger is on t.storage
 		r.Result, r.Error = "not checked", err.Error()
 		return
 	}
@@ -185,7 +185,7 @@ func (t *target) checkHTTP(ctx context.Context, r *checkResult, via string, time
 // probeInStorage says whether the challenge in storage for the name is
 // still the probe with token.
 func (t *target) probeInStorage(ctx context.Context, name, token string) bool {
-	chal, err := t.iss.loadChallenge(context.WithoutCancel(ctx), name) // the issuer's storage is t.storage
+	chal, err := t.iss.ledger.LoadChallenge(context.WithoutCancel(ctx), name) // the issuer's ledger is on t.storage
 	return err == nil && chal.Token == token
 }
 

@@ -55,7 +55,7 @@ func TestDNSSolver(t *testing.T) {
 		if len(cfg.ProviderRaw) == 0 {
 			t.Error("loading cleared the issuer's provider config")
 		}
-		cleanUp, err := s.Present(ctx, v)
+		cleanUp, err := s.Present(ctx, v, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -77,7 +77,7 @@ func TestDNSSolver(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Present(ctx, v); err == nil || !strings.Contains(err.Error(), v.RecordName) {
+	if _, err := s.Present(ctx, v, nil); err == nil || !strings.Contains(err.Error(), v.RecordName) {
 		t.Errorf("never visible: error %v", err)
 	}
 	if got := srv.TXT(v.RecordName); len(got) != 0 {

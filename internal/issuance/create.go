@@ -51,8 +51,12 @@ func (r *run) request(ctx context.Context, name string) (*ledger.OrderRecord, er
 		r.verificationRequested(name, v)
 		rec.Answered(v)
 		r.use(rec)
-		if err := iss.Ledger.Put(ctx, rec.Key, rec); err != nil {
-			return err
+		// An HTTP challenge is stored with its record's answer (Solver):
+		// the record is not written twice.
+		if iss.Method != api.MethodHTTP {
+			if err := iss.Ledger.Put(ctx, rec.Key, rec); err != nil {
+				return err
+			}
 		}
 		if !strings.EqualFold(strings.TrimSuffix(v.Domain, "."), name) {
 			return fmt.Errorf("SSLCI answered with a verification for %q (order %d)", v.Domain, v.OrderID)
@@ -94,6 +98,18 @@ func (r *run) finalize(ctx context.Context, names []string, csrPEM []byte) (*api
 		return nil
 	})
 	return cert, err
+}
+
+// keepAnswer writes the answered record of an HTTP verification that did
+// not succeed before its challenge, which held the answer, goes: the
+// order is then cancelled, or reconciled later, by its id.
+func (r *run) keepAnswer(ctx context.Context, rec *ledger.OrderRecord) {
+	if r.iss.Method != api.MethodHTTP {
+		return
+	}
+	if err := r.iss.Ledger.Put(ctx, rec.Key, rec); err != nil {
+		r.logger.Warn("updating a ledger record", zap.Error(err))
+	}
 }
 
 // sendFailed settles the record of a request that failed with err: SSLCI

@@ -62,7 +62,7 @@ func newEnv(t *testing.T, opts sslcitest.Options) *env {
 }
 
 // Present is the DNS solver: the simulator's check finds the content.
-func (e *env) Present(_ context.Context, v *api.Verification) (func(), error) {
+func (e *env) Present(_ context.Context, v *api.Verification, _ *ledger.OrderRecord) (func(), error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.txt = append(e.txt, v.Content)

@@ -31,9 +31,11 @@ import (
 )
 
 // A Solver puts a verification in place so that SSLCI's check succeeds.
+// rec is the answered record of its order: an HTTP solver stores it with
+// the challenge (ledger.StoreChallenge), where the ledger finds the answer.
 // The returned clean-up removes it; it must work even when ctx is done.
 type Solver interface {
-	Present(ctx context.Context, v *api.Verification) (cleanUp func(), err error)
+	Present(ctx context.Context, v *api.Verification, rec *ledger.OrderRecord) (cleanUp func(), err error)
 }
 
 // Metrics counts what the steps do; the root package's collectors.
@@ -262,12 +264,16 @@ func (r *run) verify(ctx context.Context, name string, rec *ledger.OrderRecord) 
 			}
 		}
 		v := rec.Verification()
-		cleanUp, err := iss.Solver.Present(ctx, v)
+		cleanUp, err := iss.Solver.Present(ctx, v, rec)
 		if err != nil {
+			r.keepAnswer(ctx, rec)
 			return atStep(StepConfirm, r.verificationDone(name, v, fmt.Errorf("%s: putting the %s challenge in place (order %d): %w", name, v.Method, v.OrderID, err)))
 		}
 		deadline := time.Now().Add(iss.verificationTimeout())
 		err = r.retry(ctx, func() error { return r.confirm(ctx, v, deadline) })
+		if err != nil {
+			r.keepAnswer(ctx, rec)
+		}
 		cleanUp()
 		if err != nil && resumed && !Transient(err) && ctx.Err() == nil {
 			// The order left behind cannot be confirmed (gone, or its

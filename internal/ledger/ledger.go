@@ -181,6 +181,9 @@ func (l *Ledger) readRecords(ctx context.Context, names []string, skip func(key 
 			var r OrderRecord
 			if err = json.Unmarshal(data, &r); err == nil {
 				r.Key = key
+				if err := l.answered(ctx, &r); err != nil {
+					return nil, nil, err
+				}
 				orders = append(orders, r)
 			}
 		} else {
