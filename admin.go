@@ -252,7 +252,7 @@ func (t renewTarget) renew(ctx context.Context, force bool, timeout time.Duratio
 	before := t.served.Leaf
 	res := renewResult{Name: t.name, Serial: serialOf(before), NotAfter: before.NotAfter}
 	if !force && !t.served.NeedsRenewal(t.cfg) {
-		res.RenewsAfter = ledger.Leaf{NotBefore: before.NotBefore, NotAfter: before.NotAfter}.RenewAt(t.cfg.RenewalWindowRatio)
+		res.RenewsAfter = ledger.NewLeaf("", before).RenewAt(t.cfg.RenewalWindowRatio)
 		return res
 	}
 	if err := t.cfg.RenewCertSync(ctx, t.name, force); err != nil {

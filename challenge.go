@@ -77,12 +77,6 @@ func (s *httpSolver) Present(ctx context.Context, v *api.Verification, rec *ledg
 	}, nil
 }
 
-// challengeKey is where certmagic's HTTP-challenge handler looks for a
-// challenge of this issuer (ledger.Keys.Challenge).
-func (iss *Issuer) challengeKey(domain string) string {
-	return ledger.Keys{IssuerKey: iss.IssuerKey()}.Challenge(domain)
-}
-
 // httpPort is the port SSLCI's check arrives on: the configured one, or
 // Caddy's HTTP port (which the HTTP app fills into the embedded ACME
 // issuer), or 80.

@@ -147,7 +147,7 @@ func printChecks(out io.Writer, results []checkResult) {
 // check takes no lock: it never replaces a challenge in storage, and
 // removes only its own probe.
 func (t *target) checkHTTP(ctx context.Context, r *checkResult, via string, timeout time.Duration) {
-	key := t.iss.challengeKey(r.Name)
+	key := t.iss.ledger.Keys.Challenge(r.Name)
 	if t.storage.Exists(ctx, key) {
 		r.Result, r.Error = "not checked", "a verification of this name is in progress (its challenge is in storage); try again in a minute"
 		return

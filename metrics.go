@@ -274,7 +274,7 @@ func (x *expiry) put(storage certmagic.Storage, key string, certPEM []byte, rati
 		delete(x.certs, id)
 		return
 	}
-	x.certs[id] = expiryEntry{leaf: ledger.Leaf{Key: key, NotBefore: leaf.NotBefore, NotAfter: leaf.NotAfter}, ratio: ratio}
+	x.certs[id] = expiryEntry{leaf: ledger.NewLeaf(key, leaf), ratio: ratio}
 }
 
 // watchExpiry starts the expiry index of cfg's storage (SetConfig).

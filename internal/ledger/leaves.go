@@ -80,7 +80,13 @@ func ReadLeaf(ctx context.Context, storage certmagic.Storage, key string) (*Leaf
 	if err != nil {
 		return nil, nil
 	}
-	return &Leaf{Key: key, Names: NormalNames(leaf.DNSNames), NotBefore: leaf.NotBefore, NotAfter: leaf.NotAfter}, nil
+	l := NewLeaf(key, leaf)
+	return &l, nil
+}
+
+// NewLeaf is the Leaf of cert, stored at key.
+func NewLeaf(key string, cert *x509.Certificate) Leaf {
+	return Leaf{Key: key, Names: NormalNames(cert.DNSNames), NotBefore: cert.NotBefore, NotAfter: cert.NotAfter}
 }
 
 // leavesFor reads the leaves certmagic stores for each set of names.
