@@ -2,7 +2,6 @@ package sslci
 
 import (
 	"context"
-	"net"
 	"net/http/httptest"
 	"testing"
 
@@ -11,6 +10,7 @@ import (
 
 	"github.com/sslci/caddy-sslci/api"
 	"github.com/sslci/caddy-sslci/internal/ledger"
+	"github.com/sslci/caddy-sslci/internal/testport"
 )
 
 // The HTTP solver writes a challenge where certmagic's own handler, the one
@@ -58,12 +58,6 @@ func TestChallengeFoundByCertmagic(t *testing.T) {
 	}
 }
 
-func freePort(t testing.TB) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
+// freePort is testport.Get: a port outside the range outgoing connections
+// draw from, held against the other test binaries.
+func freePort(t testing.TB) int { return testport.Get(t) }

@@ -26,6 +26,7 @@ func TestImportsRunOneWay(t *testing.T) {
 		"internal/dnsverify": {"internal/dnstxt"},
 		"internal/dnstxt":    {},
 		"internal/testdns":   {"internal/dnstxt"},
+		"internal/testport":  {},
 		"cmd/caddy":          {""},
 		"cmd/sslci-sim":      {"sslcitest"},
 		"cmd/sslci-demo":     {"", "sslcitest", "internal/testdns"},

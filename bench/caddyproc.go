@@ -16,6 +16,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/sslci/caddy-sslci/internal/testport"
 )
 
 // caddyProc is a Caddy process, configured through its admin API on
@@ -196,12 +198,6 @@ func (p *caddyProc) withLog(err error) error {
 	return fmt.Errorf("%w (%s)", err, p.logTail())
 }
 
-// freePort is a TCP port free on 127.0.0.1 a moment ago.
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
-}
+// freePort is a TCP port free on 127.0.0.1 a moment ago, outside the range
+// the bench's own outgoing connections take theirs from.
+func freePort() (int, error) { return testport.Free() }

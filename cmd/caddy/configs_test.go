@@ -20,6 +20,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 
 	"github.com/sslci/caddy-sslci/internal/testdns"
+	"github.com/sslci/caddy-sslci/internal/testport"
 	"github.com/sslci/caddy-sslci/sslcitest"
 )
 
@@ -301,12 +302,4 @@ func (e *readmeEnv) get(t *testing.T, name string) string {
 	}
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
+func freePort(t *testing.T) int { return testport.Get(t) }
