@@ -191,20 +191,35 @@ func (ks *keyStorage) sweepKept(ctx context.Context) {
 		return
 	}
 	for _, dir := range dirs {
-		site := path.Base(dir)
-		files, err := ks.own.List(ctx, dir, false)
-		if err != nil || len(files) == 0 {
-			continue
+		if ctx.Err() != nil {
+			return
 		}
-		keyPEM, certPEM, err := ks.loadPair(ctx, site)
-		if err == nil && certPEM != nil && pairMatches(certPEM, keyPEM) == nil {
-			ks.deleteKept(ctx, site, files)
-			continue
-		}
-		for _, f := range files {
-			if _, notAfter, ok := ledger.ParseKeptKey(f); ok && time.Now().After(notAfter) {
-				ks.deleteKept(ctx, site, []string{f})
-			}
+		ks.sweepSite(ctx, path.Base(dir), dir)
+	}
+}
+
+// sweepSite is sweepKept for one site, under its issue lock: a renewal of
+// it in progress keeps keys in that folder (the previous one, then
+// SSLCI's) while the stored pair is still the previous, complete one, and
+// the folder holds the temporary file of a key being written.
+func (ks *keyStorage) sweepSite(ctx context.Context, site, dir string) {
+	lock := ledger.IssueLockOfDir(site)
+	if err := ks.own.Lock(ctx, lock); err != nil {
+		return // left for the next start, or for their expiry
+	}
+	defer ks.own.Unlock(context.WithoutCancel(ctx), lock) //nolint:errcheck // certmagic's storage logs it
+	files, err := ks.own.List(ctx, dir, false)
+	if err != nil || len(files) == 0 {
+		return
+	}
+	keyPEM, certPEM, err := ks.loadPair(ctx, site)
+	if err == nil && certPEM != nil && pairMatches(certPEM, keyPEM) == nil {
+		ks.deleteKept(ctx, site, files)
+		return
+	}
+	for _, f := range files {
+		if _, notAfter, ok := ledger.ParseKeptKey(f); ok && time.Now().After(notAfter) {
+			ks.deleteKept(ctx, site, []string{f})
 		}
 	}
 }
