@@ -275,6 +275,22 @@ func (e *testEnv) logLines(msg string) []map[string]any {
 	return out
 }
 
+// logLinesWith returns the lines of Caddy's log with s in them, as logged,
+// for a failure's message.
+func (e *testEnv) logLinesWith(s string) []string {
+	data, _ := os.ReadFile(e.logFile)
+	var out []string
+	for line := range strings.Lines(string(data)) {
+		if strings.Contains(line, s) {
+			out = append(out, strings.TrimSpace(line))
+		}
+	}
+	if len(out) == 0 {
+		return []string{fmt.Sprintf("(none in %d bytes of log: %q)", len(data), data[max(0, len(data)-3000):])}
+	}
+	return out
+}
+
 // logHas reports whether s is in Caddy's log.
 func (e *testEnv) logHas(s string) bool {
 	data, _ := os.ReadFile(e.logFile)

@@ -355,11 +355,16 @@ func TestStorageFaultAtEveryWrite(t *testing.T) {
 					// renewal that failed, SSLCI unreachable) may still hold its
 					// name in certmagic's process-wide job queue when this one
 					// starts (a killed process would not).
+					e.newLog()
 					e.startCaddy(e.faultConfig(t, dir, fresh, "renew_interval 100ms", names))
 					for _, name := range names {
 						if err := e.waitServed(dir, name, renewal, 30*time.Second); err != nil {
 							unservable++
-							t.Errorf("%v at write %d (%s %s): %s not served: %v", mode, k, writes[k-1].op, writes[k-1].key, name, err)
+							t.Errorf("%v at write %d (%s %s): %s not served: %v; Caddy's log of it:\n%s",
+								mode, k, writes[k-1].op, writes[k-1].key, name, err, strings.Join(slices.DeleteFunc(e.logLinesWith(name), func(l string) bool {
+									// maintenance's every 100ms
+									return strings.Contains(l, "queuing for renewal") || strings.Contains(l, "in configured renewal window")
+								}), "\n"))
 						}
 					}
 					if renewal {
