@@ -77,6 +77,12 @@ func TestCheckCertificate(t *testing.T) {
 		// need not send it, nor be trusted through trusted_roots.
 		{name: "root in the pool, not sent", cert: api.Certificate{CertificatePEM: fromOther, CAPEM: otherInter.pem}, roots: poolOf(otherCA)},
 		{name: "root in the pool, sent", cert: api.Certificate{CertificatePEM: fromOther, CAPEM: cat(otherInter.pem, otherCA.pem)}, roots: poolOf(otherCA)},
+		// The returned chain goes to an untrusted root through a
+		// cross-signed copy of the trusted one: the trusted path avoids it,
+		// and the path through it is checked on its own.
+		{name: "cross-signed chain, trusted through its other root", cert: api.Certificate{CertificatePEM: valid(csrKey), CAPEM: cat(crossSigned(t, ca, otherCA), otherCA.pem)}},
+		{name: "cross-signed chain that the leaf is not under", cert: api.Certificate{CertificatePEM: valid(csrKey), CAPEM: cat(crossSigned(t, otherInter, otherCA), otherCA.pem)},
+			wantErr: []string{"does not chain through the returned ca"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -154,6 +160,19 @@ func newTestCA(t testing.TB, parent *testCA, cn string, org ...string) *testCA {
 	return &testCA{cert: cert, key: key, pem: pemBlock("CERTIFICATE", der)}
 }
 
+// crossSigned returns a PEM certificate for ca's subject and key, issued by
+// another CA.
+func crossSigned(t testing.TB, ca, by *testCA) []byte {
+	t.Helper()
+	tmpl := *ca.cert
+	tmpl.SerialNumber = big.NewInt(time.Now().UnixNano())
+	der, err := x509.CreateCertificate(rand.Reader, &tmpl, by.cert, ca.key.Public(), by.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pemBlock("CERTIFICATE", der)
+}
+
 // selfSignedLeaf returns a PEM server certificate for key and names, named
 // after the first, that is its own issuer.
 func selfSignedLeaf(t testing.TB, key crypto.Signer, names []string, now time.Time) []byte {
@@ -204,4 +223,21 @@ func (ca *testCA) issue(t testing.TB, pub crypto.PublicKey, names []string, notB
 
 func pemBlock(typ string, der []byte) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der})
+}
+
+// The check of a finalize answer, per certificate: a leaf under an
+// intermediate under a trusted root, as SSLCI's are (the simulator's too).
+func BenchmarkCheckCertificate(b *testing.B) {
+	now := time.Now()
+	csr, csrKey := sslcitest.NewCSR(b, "a.test")
+	root := newTestCA(b, nil, "bench root")
+	inter := newTestCA(b, root, "bench intermediate")
+	cert := &api.Certificate{CertificatePEM: inter.issue(b, csrKey.Public(), []string{"a.test"}, now.Add(-time.Hour), now.Add(time.Hour)), CAPEM: inter.pem}
+	roots := poolOf(root)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := CheckCertificate(cert, []string{"a.test"}, csr, roots, now); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
