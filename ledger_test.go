@@ -91,7 +91,16 @@ func TestFaultsFiftyNames(t *testing.T) {
 			t.Logf("50 names in %s; %d Issue calls (%d failed); requests %v; faults %v; pending orders %d; certificates at SSLCI %d",
 				took.Round(time.Millisecond), issues, failed, e.counts(), faults, len(e.sim.PendingOrders(e.sim.Token())), len(e.sim.Certificates(e.sim.Token())))
 			if issues != 50 || failed != 0 {
-				t.Errorf("%d Issue calls, %d failed: want 50, each succeeding", issues, failed)
+				var why []string
+				for _, line := range e.logLines("could not get certificate from issuer") {
+					why = append(why, fmt.Sprint(line["identifier"], ": ", line["error"]))
+					for _, l := range e.logLinesWith(fmt.Sprint(line["identifier"])) {
+						if strings.Contains(l, `"level":"warn"`) || strings.Contains(l, `"level":"error"`) {
+							why = append(why, "    "+l)
+						}
+					}
+				}
+				t.Errorf("%d Issue calls, %d failed: want 50, each succeeding; failed with:\n%s", issues, failed, strings.Join(why, "\n"))
 			}
 			e.checkEndState(t, names, nil, nil)
 		})

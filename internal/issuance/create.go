@@ -28,10 +28,11 @@ func (r *run) request(ctx context.Context, name string) (*ledger.OrderRecord, er
 		return nil, err
 	}
 	var rec *ledger.OrderRecord
-	lost := false
+	var lostErr error
+	lost, lists := false, r.policy().Attempts
 	err := r.retry(ctx, func() error {
 		if lost {
-			if _, err := r.reconcile(ctx, ledger.OrderOf(name), nil); err != nil {
+			if err := r.reconcileLost(ctx, ledger.OrderOf(name), &lists, lostErr); err != nil {
 				return err
 			}
 			lost = false
@@ -44,7 +45,7 @@ func (r *run) request(ctx context.Context, name string) (*ledger.OrderRecord, er
 		defer iss.Ledger.SetLive(rec.Key, false)
 		v, err := iss.Client.RequestVerification(ctx, name, iss.Method)
 		if err != nil {
-			lost = r.sendFailed(ctx, rec.Key, err)
+			lost, lostErr = r.sendFailed(ctx, rec.Key, err), err
 			return err
 		}
 		iss.Ledger.Seen(v.OrderID, 0)
@@ -71,10 +72,11 @@ func (r *run) request(ctx context.Context, name string) (*ledger.OrderRecord, er
 func (r *run) finalize(ctx context.Context, names []string, csrPEM []byte) (*api.Certificate, error) {
 	iss := r.iss
 	var cert *api.Certificate
-	lost := false
+	var lostErr error
+	lost, lists := false, r.policy().Attempts
 	err := r.retry(ctx, func() error {
 		if lost {
-			if _, err := r.reconcile(ctx, ledger.CertOf(r.names), nil); err != nil {
+			if err := r.reconcileLost(ctx, ledger.CertOf(r.names), &lists, lostErr); err != nil {
 				return err
 			}
 			lost = false
@@ -87,7 +89,7 @@ func (r *run) finalize(ctx context.Context, names []string, csrPEM []byte) (*api
 		c, err := iss.Client.Finalize(ctx, names, csrPEM)
 		if err != nil {
 			iss.Ledger.SetLive(rec.Key, false)
-			lost = r.sendFailed(ctx, rec.Key, err)
+			lost, lostErr = r.sendFailed(ctx, rec.Key, err), err
 			return err
 		}
 		rec.AnsweredAt = time.Now().UTC()
@@ -110,6 +112,21 @@ func (r *run) keepAnswer(ctx context.Context, rec *ledger.OrderRecord) {
 	if err := r.iss.Ledger.Put(ctx, rec.Key, rec); err != nil {
 		r.logger.Warn("updating a ledger record", zap.Error(err))
 	}
+}
+
+// reconcileLost reconciles what a POST whose answer was lost may have made
+// (sc), before it is sent again: a step of its own, so that a failed list
+// or deletion does not spend the POST's attempts, within budget, the
+// attempts of all the POST's reconciliations together (the policy's). If it
+// fails for good, so does the POST's step, with its error (spent).
+func (r *run) reconcileLost(ctx context.Context, sc ledger.Scope, budget *int, lostErr error) error {
+	if *budget <= 0 {
+		return spent{lostErr} // the POST's error: it cannot be sent again unreconciled
+	}
+	if err := r.retryWithin(ctx, budget, func() error { _, err := r.reconcile(ctx, sc, nil); return err }); err != nil {
+		return spent{err}
+	}
+	return nil
 }
 
 // sendFailed settles the record of a request that failed with err: SSLCI

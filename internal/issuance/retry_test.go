@@ -3,7 +3,9 @@ package issuance
 import (
 	"errors"
 	"maps"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/sslci/caddy-sslci/api"
 	"github.com/sslci/caddy-sslci/sslcitest"
@@ -50,5 +52,47 @@ func TestRetryBudget(t *testing.T) {
 				t.Errorf("the API client retried on its own: %d attempts", ae.Attempts)
 			}
 		})
+	}
+}
+
+// The reconciliation before a lost POST is sent again is a step of its
+// own: lists that fail spend its attempts, not the POST's. A finalize whose
+// answer is lost, then 7 failing lists (each failure had cost the finalize
+// an attempt, 8 in all: the Issue failed), then the certificate.
+func TestLostAnswerReconcileHasItsOwnAttempts(t *testing.T) {
+	e := newEnv(t, sslcitest.Options{SignCSR: true})
+	var once sync.Once
+	e.iss.Client.Observe = func(op api.Op, status int, _ time.Duration, err error) {
+		if op == api.OpFinalize && err != nil {
+			once.Do(func() { e.sim.InjectFault(sslcitest.OpList, sslcitest.FaultServerError, DefaultRetry.Attempts-1) })
+		}
+	}
+	e.sim.InjectFault(sslcitest.OpFinalize, sslcitest.FaultLostAfter, 1)
+	if _, err := e.issue("lost.test"); err != nil {
+		t.Fatalf("Issue: %v; want the certificate after the lists recovered", err)
+	}
+	got := e.requests()
+	// The floor's list, 7 failing and 1 good before the second finalize.
+	if got[sslcitest.OpFinalize] != 2 || got[sslcitest.OpList] != 1+DefaultRetry.Attempts || got[sslcitest.OpDelete] != 1 {
+		t.Errorf("requests %v; want 2 finalizes, %d lists, and the lost answer's certificate deleted", got, 1+DefaultRetry.Attempts)
+	}
+
+	// Lists that keep failing end the finalize's step after its budget of
+	// lists, with the lost finalize sent no more.
+	e = newEnv(t, sslcitest.Options{SignCSR: true})
+	once = sync.Once{}
+	e.iss.Client.Observe = func(op api.Op, status int, _ time.Duration, err error) {
+		if op == api.OpFinalize && err != nil {
+			once.Do(func() { e.sim.InjectFault(sslcitest.OpList, sslcitest.FaultServerError, 1000) })
+		}
+	}
+	e.sim.InjectFault(sslcitest.OpFinalize, sslcitest.FaultLostAfter, 1)
+	_, err := e.issue("down.test")
+	if !Transient(err) {
+		t.Fatalf("Issue: %v; want the lists' transient failure", err)
+	}
+	got = e.requests()
+	if got[sslcitest.OpFinalize] != 1 || got[sslcitest.OpList] != 1+DefaultRetry.Attempts+1 {
+		t.Errorf("requests %v; want 1 finalize and %d lists (the floor's, the budget, one on the way out)", got, 1+DefaultRetry.Attempts+1)
 	}
 }
