@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	sslci "github.com/sslci/caddy-sslci"
+	"github.com/sslci/caddy-sslci/internal/testport"
 	"github.com/sslci/caddy-sslci/sslcitest"
 )
 
@@ -156,7 +156,7 @@ func TestRenewalCostsOneRequest(t *testing.T) {
 // API request.
 func TestOnDemand(t *testing.T) {
 	e := newEnv(t, sslcitest.Options{})
-	askPort := sslci.FreePort(t)
+	askPort := testport.Get(t)
 	ask := &http.Server{Addr: fmt.Sprintf("127.0.0.1:%d", askPort), Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Query().Get("domain") != "ondemand.test" {
 			http.Error(w, "no", http.StatusForbidden)

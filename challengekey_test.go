@@ -25,7 +25,7 @@ func TestChallengeFoundByCertmagic(t *testing.T) {
 		ledger:            &ledger.Ledger{Keys: ledger.Keys{IssuerKey: key}},
 		logger:            zap.NewNop(),
 		ListenHost:        "127.0.0.1",
-		AlternateHTTPPort: freePort(t),
+		AlternateHTTPPort: testport.Get(t),
 	}
 	iss.ledger.SetStorage(storage)
 	var cfg *certmagic.Config
@@ -57,7 +57,3 @@ func TestChallengeFoundByCertmagic(t *testing.T) {
 		t.Error("certmagic still answers after the clean-up")
 	}
 }
-
-// freePort is testport.Get: a port outside the range outgoing connections
-// draw from, held against the other test binaries.
-func freePort(t testing.TB) int { return testport.Get(t) }

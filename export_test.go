@@ -10,10 +10,6 @@ import (
 	"github.com/sslci/caddy-sslci/internal/ledger"
 )
 
-// Test helpers of this package that its external tests (package
-// sslci_test) use too, so each exists once.
-var FreePort = freePort
-
 // SetSweepDelay sets how long after its start a Caddy sweeps the ledger.
 func SetSweepDelay(d time.Duration) (restore func()) {
 	old := sweepDelay

@@ -39,6 +39,7 @@ import (
 	sslci "github.com/sslci/caddy-sslci"
 	"github.com/sslci/caddy-sslci/api"
 	"github.com/sslci/caddy-sslci/internal/testdns"
+	"github.com/sslci/caddy-sslci/internal/testport"
 	"github.com/sslci/caddy-sslci/sslcitest"
 )
 
@@ -76,7 +77,7 @@ type testEnv struct {
 
 func newEnv(t testing.TB, opts sslcitest.Options) *testEnv {
 	t.Helper()
-	e := &testEnv{t: t, httpPort: sslci.FreePort(t), httpsPort: sslci.FreePort(t), adminPort: sslci.FreePort(t), storageDir: t.TempDir()}
+	e := &testEnv{t: t, httpPort: testport.Get(t), httpsPort: testport.Get(t), adminPort: testport.Get(t), storageDir: t.TempDir()}
 	opts.HTTPChallengeAddr = fmt.Sprintf("127.0.0.1:%d", e.httpPort)
 	sim, err := sslcitest.NewServer(opts)
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 
 	sslci "github.com/sslci/caddy-sslci"
 	"github.com/sslci/caddy-sslci/api"
+	"github.com/sslci/caddy-sslci/internal/testport"
 	"github.com/sslci/caddy-sslci/sslcitest"
 )
 
@@ -55,7 +56,7 @@ func TestHintsAndTroubleshooting(t *testing.T) {
 	t.Run("nothing answers the HTTP check", func(t *testing.T) {
 		e := newEnv(t, sslcitest.Options{})
 		iss := e.startIssuer(nil)
-		e.sim.SetHTTPChallengeAddr(fmt.Sprintf("127.0.0.1:%d", sslci.FreePort(t)))
+		e.sim.SetHTTPChallengeAddr(fmt.Sprintf("127.0.0.1:%d", testport.Get(t)))
 		err := issue(t, e, iss, "unreached.test")
 		wantSays(t, err, "confirming the verification",
 			fmt.Sprintf("SSLCI must reach http://unreached.test/.well-known/acme-challenge/ on port 80 and find this Caddy there (port 80 forwarded to its port %d)", e.httpPort),

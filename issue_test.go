@@ -12,8 +12,8 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 
-	sslci "github.com/sslci/caddy-sslci"
 	"github.com/sslci/caddy-sslci/api"
+	"github.com/sslci/caddy-sslci/internal/testport"
 	"github.com/sslci/caddy-sslci/sslcitest"
 )
 
@@ -87,7 +87,7 @@ func TestIssueFailures(t *testing.T) {
 	}{
 		{
 			name:    "check cannot reach the HTTP port",
-			setup:   func() { e.sim.SetHTTPChallengeAddr(fmt.Sprintf("127.0.0.1:%d", sslci.FreePort(t))) },
+			setup:   func() { e.sim.SetHTTPChallengeAddr(fmt.Sprintf("127.0.0.1:%d", testport.Get(t))) },
 			wantErr: []string{"fail.test", "confirming the verification", "HTTP 400"},
 			wantIs:  api.ErrInvalidRequest,
 		},

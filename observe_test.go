@@ -21,6 +21,7 @@ import (
 	"github.com/caddyserver/certmagic"
 
 	sslci "github.com/sslci/caddy-sslci"
+	"github.com/sslci/caddy-sslci/internal/testport"
 	"github.com/sslci/caddy-sslci/sslcitest"
 )
 
@@ -142,7 +143,7 @@ func TestMetricsAndLogs(t *testing.T) {
 
 	// A failed check: the order is cancelled, and that line names the name.
 	e.forgetVerifications()
-	e.sim.SetHTTPChallengeAddr(fmt.Sprintf("127.0.0.1:%d", sslci.FreePort(t)))
+	e.sim.SetHTTPChallengeAddr(fmt.Sprintf("127.0.0.1:%d", testport.Get(t)))
 	if _, err := one.Issue(context.Background(), csr); err == nil {
 		t.Fatal("Issue succeeded with the check unreachable")
 	}
@@ -246,7 +247,7 @@ func TestExpiryMetrics(t *testing.T) {
 		selfSigned(t, "gone.test", goneNotAfter.Add(-90*24*time.Hour), goneNotAfter))
 	e.sim.InjectRedirect(sslcitest.OpFinalize, http.StatusMovedPermanently, "http://127.0.0.1:1/api", 1)
 
-	askPort := sslci.FreePort(t)
+	askPort := testport.Get(t)
 	serveHTTP(t, fmt.Sprintf("127.0.0.1:%d", askPort), func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Query().Get("domain") != "ondemand.test" {
 			http.Error(w, "no", http.StatusForbidden)

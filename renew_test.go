@@ -18,8 +18,8 @@ import (
 
 	"github.com/caddyserver/certmagic"
 
-	sslci "github.com/sslci/caddy-sslci"
 	"github.com/sslci/caddy-sslci/internal/ledger"
+	"github.com/sslci/caddy-sslci/internal/testport"
 	"github.com/sslci/caddy-sslci/sslcitest"
 )
 
@@ -253,7 +253,7 @@ func TestRenewCommand(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "admin endpoint is off in "+off) {
 			t.Errorf("renew with admin off: %v; want an error saying so", err)
 		}
-		addr := fmt.Sprintf("127.0.0.1:%d", sslci.FreePort(t))
+		addr := fmt.Sprintf("127.0.0.1:%d", testport.Get(t))
 		_, err = e.runSSLCI("renew", "--address", addr, name)
 		if err == nil || !strings.Contains(err.Error(), "no admin endpoint answers at "+addr) {
 			t.Errorf("renew --address %s (nothing there): %v; want an error naming the address", addr, err)

@@ -33,7 +33,7 @@ type caddyProc struct {
 // config folders in dir, its output in dir/caddy-<n>.log, and returns once
 // the admin API answers.
 func startCaddy(ctx context.Context, bin, dir string, env []string) (*caddyProc, error) {
-	port, err := freePort()
+	port, err := testport.Free()
 	if err != nil {
 		return nil, err
 	}
@@ -197,7 +197,3 @@ func (p *caddyProc) withLog(err error) error {
 	}
 	return fmt.Errorf("%w (%s)", err, p.logTail())
 }
-
-// freePort is a TCP port free on 127.0.0.1 a moment ago, outside the range
-// the bench's own outgoing connections take theirs from.
-func freePort() (int, error) { return testport.Free() }

@@ -12,6 +12,8 @@ import (
 	"path/filepath"
 	"slices"
 	"time"
+
+	"github.com/sslci/caddy-sslci/internal/testport"
 )
 
 // world is one case's CA, Caddy ports and folder; every case starts anew.
@@ -29,10 +31,10 @@ func newWorld(issuer, caddyBin, parent string) (*world, error) {
 	if w.dir, err = os.MkdirTemp(parent, issuer+"-"); err != nil {
 		return nil, err
 	}
-	if w.httpPort, err = freePort(); err != nil {
+	if w.httpPort, err = testport.Free(); err != nil {
 		return nil, err
 	}
-	if w.httpsPort, err = freePort(); err != nil {
+	if w.httpsPort, err = testport.Free(); err != nil {
 		return nil, err
 	}
 	switch issuer {

@@ -118,7 +118,7 @@ type readmeEnv struct {
 }
 
 func newREADMEEnv(t *testing.T, withDNS bool) *readmeEnv {
-	e := &readmeEnv{httpPort: freePort(t), httpsPort: freePort(t), adminPort: freePort(t), storage: t.TempDir()}
+	e := &readmeEnv{httpPort: testport.Get(t), httpsPort: testport.Get(t), adminPort: testport.Get(t), storage: t.TempDir()}
 	opts := sslcitest.Options{HTTPChallengeAddr: e.addr(e.httpPort)}
 	if withDNS {
 		var err error

@@ -21,6 +21,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sslci/caddy-sslci/internal/testport"
 )
 
 // The README's "Try it with the simulator" runs as written: its three
@@ -49,7 +51,7 @@ func TestTryItWithTheSimulator(t *testing.T) {
 
 	ports := map[string]string{}
 	for _, p := range []string{"8555", "8080", "8443"} {
-		ports[p] = strconv.Itoa(freePort(t))
+		ports[p] = strconv.Itoa(testport.Get(t))
 	}
 	movePorts := func(s string, want ...string) string {
 		for _, p := range want {
