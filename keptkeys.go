@@ -2,18 +2,17 @@ package sslci
 
 // The private keys kept in storage for a site's certificates, beside
 // certmagic's own files, in one folder per site (ledger.Keys.KeptKeys), each
-// named by its public key and its certificate's expiry:
+// named by its public key and its certificate's expiry: a certificate's
+// key, while a renewal overwrites it. certmagic writes the new key, then
+// the new certificate; cut in between (a kill, a storage error, a hang),
+// storage holds the new key beside the previous certificate, still valid
+// for weeks. The kept key is put back by the repair, so the name is served
+// at once with the previous certificate, with SSLCI reachable or not, and
+// certmagic renews it again when it can.
 //
-//   - SSLCI's key, from Issue until certmagic has stored its certificate
-//     beside it (see keystorage.go): a crash in between leaves a
-//     certificate whose key can be put back.
-//   - A certificate's key, while a renewal overwrites it. certmagic writes
-//     the new key, then the new certificate; cut in between (a kill, a
-//     storage error, a hang), storage holds the new key beside the
-//     previous certificate, still valid for weeks. The kept key is put back
-//     by the repair, so the name is served at once with the previous
-//     certificate, with SSLCI reachable or not, and certmagic renews it
-//     again when it can.
+// SSLCI's own key needs no kept copy: it is the key certmagic writes first
+// (keystorage.go), in this process, so no cut leaves its certificate stored
+// without it. Issue only makes it known to keyStorage, in memory.
 //
 // Every kept key of a site goes once a certificate is stored beside its own
 // key (the set is complete: nothing kept is of use any more), when the
@@ -36,14 +35,10 @@ import (
 	"github.com/sslci/caddy-sslci/internal/ledger"
 )
 
-// keepServerKey makes SSLCI's key for leaf durable, and known to keyStorage
-// by the CSR's public key, before Issue returns the certificate.
-func (iss *Issuer) keepServerKey(ctx context.Context, csr *x509.CertificateRequest, leaf *x509.Certificate, keyPEM []byte) error {
-	site := ledger.NamesKey(csr.DNSNames)
-	kept := iss.ledger.Keys.KeptKey(site, sha256.Sum256(leaf.RawSubjectPublicKeyInfo), leaf.NotAfter)
-	if err := iss.getStorage().Store(ctx, kept, keyPEM); err != nil {
-		return err
-	}
+// rememberServerKey makes SSLCI's key known to keyStorage by the CSR's
+// public key, before Issue returns the certificate: the key certmagic
+// writes for that CSR is replaced by it.
+func (iss *Issuer) rememberServerKey(csr *x509.CertificateRequest, keyPEM []byte) {
 	now := time.Now()
 	iss.keys.mu.Lock()
 	defer iss.keys.mu.Unlock()
@@ -56,7 +51,6 @@ func (iss *Issuer) keepServerKey(ctx context.Context, csr *x509.CertificateReque
 		}
 	}
 	iss.keys.pending[sha256.Sum256(csr.RawSubjectPublicKeyInfo)] = pendingKey{pem: keyPEM, added: now}
-	return nil
 }
 
 // keepPrevious keeps the key stored for the site before newKey overwrites

@@ -14,8 +14,8 @@ package sslci
 // certmagic refuses for good ("unusable certificate") after a crash. So
 // instead SetConfig wraps the config's Storage in keyStorage:
 //
-//   - Issue keeps SSLCI's key in storage (keptkeys.go) before returning, and
-//     remembers it in memory by the SHA-256 of the CSR's public key.
+//   - Issue makes SSLCI's key known, in memory, by the SHA-256 of the
+//     CSR's public key, before returning (keptkeys.go).
 //   - Store of SitePrivateKey for this issuer: the key of the valid pair it
 //     overwrites, if any (a renewal), is kept first (keptkeys.go); if the key
 //     certmagic writes is a CSR key whose certificate is for SSLCI's key,
@@ -32,8 +32,8 @@ package sslci
 //     stored certificate as certmagic will (tls.X509KeyPair). If they do not
 //     match, whatever the cause, it takes certmagic's issue lock for the name
 //     (so as not to read a peer's write half done), reads both again and
-//     repairs: installs the kept key if one matches the certificate (SSLCI's,
-//     or the previous key a renewal cut short was replacing), or, when none
+//     repairs: installs the kept key if one matches the certificate (the
+//     previous key a renewal cut short was replacing), or, when none
 //     exists anywhere, deletes certificate,
 //     key and metadata (in that order) and answers fs.ErrNotExist, so
 //     certmagic obtains a new certificate at once.
@@ -72,7 +72,8 @@ import (
 )
 
 // keptKeyTTL is how long SSLCI's key is remembered in memory for its
-// certificate: certmagic stores it within seconds of Issue returning.
+// certificate: certmagic stores it within seconds of Issue returning, and
+// forgets a certificate whose write failed (it obtains a new one).
 const keptKeyTTL = 24 * time.Hour
 
 // serverKeys are SSLCI's keys that Issue returned certificates for, until
@@ -418,8 +419,8 @@ func (ks *keyStorage) repair(ctx context.Context, name string) ([]byte, error) {
 		if err := ks.own.Delete(ctx, keptAt); err != nil {
 			log.Warn("deleting the kept private key after installing it", zap.Error(err))
 		}
-		log.Warn("repaired a stored certificate whose private key was not its own: installed the kept private key SSLCI generated for it, " +
-			"or the previous key a renewal cut short was replacing (certmagic renews it again when due)")
+		log.Warn("repaired a stored certificate whose private key was not its own: installed the kept private key of the certificate, " +
+			"which a renewal cut short was replacing (certmagic renews it again when due)")
 		return kept, nil
 	}
 

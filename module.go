@@ -222,7 +222,7 @@ func (iss *Issuer) Provision(ctx caddy.Context) error {
 		Ledger:              iss.ledger,
 		Metrics:             iss.metrics,
 		Logger:              iss.logger,
-		KeepKey:             iss.keepServerKey,
+		RememberKey:         iss.rememberServerKey,
 	}
 	switch iss.Method {
 	case api.MethodHTTP:

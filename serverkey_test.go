@@ -24,14 +24,14 @@ import (
 )
 
 const (
-	logInstalled = "installed the kept private key SSLCI generated"
+	logInstalled = "installed the kept private key of the certificate"
 	logRemoved   = "removed a stored certificate whose private key was not its own"
 )
 
 // certmagic writes the key, then the certificate, then the metadata, under
-// StorageKeys' names: the issuer keeps SSLCI's key before that, the key
-// certmagic writes is already SSLCI's, and the kept key goes once the
-// set is stored (its metadata last). This fails if certmagic changes its
+// StorageKeys' names: the key certmagic writes is already SSLCI's (so no
+// copy of it is kept), and a kept key left for the site goes once the set
+// is stored (its metadata last). This fails if certmagic changes its
 // layout or order.
 func TestKeyStoredBeforeCertificate(t *testing.T) {
 	e := newEnv(t, sslcitest.Options{})
@@ -50,13 +50,11 @@ func TestKeyStoredBeforeCertificate(t *testing.T) {
 	e.stopCaddy()
 
 	ik := e.issuerKey()
-	kept := e.keptKeyPath(leaf)
 	want := []string{
-		"store " + kept,
 		"store " + certmagic.StorageKeys.SitePrivateKey(ik, name),
 		"store " + certmagic.StorageKeys.SiteCert(ik, name),
 		"store " + certmagic.StorageKeys.SiteMeta(ik, name),
-		"delete " + kept,
+		"delete " + stale,
 	}
 	var got []string
 	var keyPEM []byte
@@ -65,8 +63,11 @@ func TestKeyStoredBeforeCertificate(t *testing.T) {
 		if slices.Contains(want, op) {
 			got = append(got, op)
 		}
-		if op == want[1] {
+		if op == want[0] {
 			keyPEM = w.value
+		}
+		if w.op == "store" && strings.HasPrefix(w.key, keysDir+"/") {
+			t.Errorf("a first issuance kept a key: %s", op)
 		}
 	}
 	if !slices.Equal(got, want) {

@@ -129,9 +129,11 @@ func TestStorageOpsPerCertificate(t *testing.T) {
 			// finalize recorded before it is sent and with its answer
 			"load verification": 1, "store record": 3, "delete record": 1,
 			"store challenge": 1, "delete challenge": 1, "store verification": 1,
-			// SSLCI's key kept until certmagic stores it; the key checked
-			// against the certificate as certmagic loads it
-			"store kept-key": 1, "list kept-key": 1, "delete kept-key": 1, "load site": 4,
+			// SSLCI's key is not kept (certmagic writes it first); what a
+			// stopped Caddy kept for the site is looked for once the set is
+			// stored; the key checked against the certificate as certmagic
+			// loads it
+			"list kept-key": 1, "load site": 4,
 			// the expiry metrics read what is stored when the config loads:
 			// here nothing (a listing that finds no folder costs a stat)
 			"list site": 2, "stat site": 1,
@@ -139,7 +141,8 @@ func TestStorageOpsPerCertificate(t *testing.T) {
 		{phase: "start, certificate loaded", issuer: map[string]int{"load site": 2 + 1, "list site": 1}, certmagicWrites: map[string]int{}},
 		{phase: "start, renewal reusing the verification", renews: true, issuer: map[string]int{
 			"load site": 7 + 1, "list site": 1, "list record": 2, "load record": 1, "store record": 3, "load verification": 1,
-			"store kept-key": 2, "list kept-key": 1, "delete kept-key": 2,
+			// the previous certificate's key, kept while certmagic overwrites it
+			"store kept-key": 1, "list kept-key": 1, "delete kept-key": 1,
 		}, certmagicWrites: map[string]int{"store site": 3, "store other": 1, "delete other": 1, "lock lock": 1, "unlock lock": 1}},
 		{phase: "start, renewal verifying again", renews: true, before: func() {
 			e.sim.ExpireVerifications()
@@ -150,7 +153,7 @@ func TestStorageOpsPerCertificate(t *testing.T) {
 		}, issuer: map[string]int{
 			"load site": 7 + 1, "list site": 1, "list record": 2, "load record": 2, "store record": 4, "delete record": 1,
 			"load verification": 1, "store verification": 1,
-			"store challenge": 1, "delete challenge": 1, "store kept-key": 2, "list kept-key": 1, "delete kept-key": 2,
+			"store challenge": 1, "delete challenge": 1, "store kept-key": 1, "list kept-key": 1, "delete kept-key": 1,
 		}, certmagicWrites: map[string]int{"store site": 3, "store other": 1, "delete other": 1, "lock lock": 1, "unlock lock": 1}},
 	}
 	var serial []byte

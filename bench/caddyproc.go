@@ -58,7 +58,7 @@ func startCaddy(ctx context.Context, bin, dir string, env []string) (*caddyProc,
 	p.cmd.Env = append(p.cmd.Env, env...)
 	p.cmd.Stdout, p.cmd.Stderr = logFile, logFile
 	dieWithParent(p.cmd)
-	if err := p.cmd.Start(); err != nil {
+	if err := startOn(p.cmd, pinned.caddy, pinned.bench); err != nil {
 		return nil, fmt.Errorf("starting Caddy: %w", err)
 	}
 	go func() { p.cmd.Wait(); close(p.exited) }()

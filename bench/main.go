@@ -53,6 +53,7 @@ func run(ctx context.Context, args []string) (err error) {
 	out := fs.String("out", filepath.Join(here, "results"), "where to write results.json, results.md and results.svg")
 	issuersFlag := fs.String("issuers", strings.Join(allIssuers, ","), "which issuers to run, alternated in each repeat")
 	repeat := fs.Int("repeat", 3, "runs of each issuer and size; the tables show the median run")
+	pin := fs.Bool("pin", false, "run Caddy on every CPU but the last, and the benchmark (the simulator, Pebble, the polling) on the last, so that the CA's work does not share Caddy's CPUs, as a real SSLCI's or Let's Encrypt's would not (Linux, 2 CPUs or more)")
 	keep := fs.Bool("keep", false, "keep the temporary folder (Caddy's and Pebble's logs, storage)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -106,6 +107,12 @@ func run(ctx context.Context, args []string) (err error) {
 		return fmt.Errorf("building Caddy: %w", err)
 	}
 	res := newResults(bin)
+	if *pin {
+		if err := pinned.set(runtime.NumCPU()); err != nil {
+			return fmt.Errorf("-pin: %w", err)
+		}
+		res.Pinned = pinned.said()
+	}
 	fmt.Fprintf(os.Stderr, "%s, %d CPUs; Pebble %s\n", res.Caddy, res.CPUs, res.Pebble)
 
 	for _, n := range sizes {
@@ -282,14 +289,17 @@ type results struct {
 	// LoadStart and LoadEnd are the system's load averages (1, 5, 15
 	// minutes) before and after the issuance runs: other work on the
 	// machine slows the runs down.
-	LoadStart string     `json:"load_average_start"`
-	LoadEnd   string     `json:"load_average_end"`
-	Pebble    string     `json:"pebble"`
-	Issuance  []issuance `json:"issuance"`
-	Skipped   []skipped  `json:"skipped,omitempty"`
-	OnDemand  []onDemand `json:"on_demand,omitempty"`
-	Renewal   []renewal  `json:"renewal"`
-	Restart   []restart  `json:"restart,omitempty"`
+	LoadStart string `json:"load_average_start"`
+	LoadEnd   string `json:"load_average_end"`
+	Pebble    string `json:"pebble"`
+	// Pinned says which CPUs Caddy and the benchmark ran on (-pin); empty:
+	// they shared them all.
+	Pinned   string     `json:"pinned,omitempty"`
+	Issuance []issuance `json:"issuance"`
+	Skipped  []skipped  `json:"skipped,omitempty"`
+	OnDemand []onDemand `json:"on_demand,omitempty"`
+	Renewal  []renewal  `json:"renewal"`
+	Restart  []restart  `json:"restart,omitempty"`
 }
 
 type skipped struct {
@@ -328,4 +338,29 @@ func loadAverage() string {
 		return strings.Join(f[:3], " ")
 	}
 	return ""
+}
+
+// pinned are the CPUs of Caddy and of the benchmark with -pin (nil: all).
+var pinned cpuSplit
+
+type cpuSplit struct{ caddy, bench []int }
+
+// set gives Caddy every CPU but the last, the benchmark the last.
+func (p *cpuSplit) set(cpus int) error {
+	if cpus < 2 {
+		return fmt.Errorf("%d CPU: nothing to split", cpus)
+	}
+	for c := range cpus - 1 {
+		p.caddy = append(p.caddy, c)
+	}
+	p.bench = []int{cpus - 1}
+	return pinProcess(p.bench)
+}
+
+func (p *cpuSplit) said() string {
+	caddy := fmt.Sprint(p.caddy[0])
+	if len(p.caddy) > 1 {
+		caddy = fmt.Sprintf("%d-%d", p.caddy[0], p.caddy[len(p.caddy)-1])
+	}
+	return fmt.Sprintf("Caddy on CPU %s, the benchmark (the simulator, Pebble, the polling of storage) on CPU %d", caddy, p.bench[0])
 }

@@ -4,7 +4,10 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"runtime"
+	"strconv"
 	"syscall"
+	"unsafe"
 )
 
 // dieWithParent makes the kernel kill the child if the benchmark dies.
@@ -36,4 +39,55 @@ func raiseFileLimit(want uint64) {
 	lim.Cur = lim.Max
 	err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)
 	fmt.Fprintf(os.Stderr, "warning: open files limited to %d (ulimit -Hn), below the %d this run may need (%v)\n", lim.Max, want, err)
+}
+
+// setAffinity runs the thread tid on cpus only.
+func setAffinity(tid int, cpus []int) error {
+	var mask [16]uint64 // 1024 CPUs
+	for _, c := range cpus {
+		mask[c/64] |= 1 << (c % 64)
+	}
+	_, _, errno := syscall.RawSyscall(syscall.SYS_SCHED_SETAFFINITY, uintptr(tid), unsafe.Sizeof(mask), uintptr(unsafe.Pointer(&mask)))
+	if errno != 0 {
+		return fmt.Errorf("sched_setaffinity: %w", errno)
+	}
+	return nil
+}
+
+// pinProcess runs every thread of this process on cpus; the threads it
+// starts later inherit it.
+func pinProcess(cpus []int) error {
+	tasks, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		return err
+	}
+	for _, t := range tasks {
+		tid, err := strconv.Atoi(t.Name())
+		if err != nil {
+			continue
+		}
+		if err := setAffinity(tid, cpus); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// startOn starts cmd on cpus (nil: wherever this process runs). The child
+// inherits the CPUs of the thread that forks it: that thread is moved to
+// cpus for the fork, and every thread back to this process's own after it.
+func startOn(cmd *exec.Cmd, cpus, own []int) error {
+	if cpus == nil {
+		return cmd.Start()
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	if err := setAffinity(syscall.Gettid(), cpus); err != nil {
+		return err
+	}
+	err := cmd.Start()
+	if perr := pinProcess(own); err == nil {
+		err = perr
+	}
+	return err
 }

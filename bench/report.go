@@ -116,6 +116,9 @@ func (r *results) markdown() string {
 	fmt.Fprintf(&b, "Measured %s on %d CPUs (%s, %s, load average %s at start, %s at the end of the issuance runs), "+
 		"%s (its internal CA, the sslci issuer and its ACME issuer in one binary), Pebble %s; everything on loopback. "+
 		"%s\n\n", r.Date, r.CPUs, r.OS, r.Go, r.LoadStart, r.LoadEnd, r.Caddy, r.Pebble, r.runsSaid())
+	if r.Pinned != "" {
+		fmt.Fprintf(&b, "With -pin: %s, so that the CA's work does not share Caddy's CPUs, as a real SSLCI's or Let's Encrypt's would not.\n\n", r.Pinned)
+	}
 
 	b.WriteString("Time for Caddy to obtain certificates for N new names (config load to the last certificate in storage)")
 	if floor {

@@ -56,7 +56,7 @@ func newEnv(t *testing.T, opts sslcitest.Options) *env {
 	e.iss = &Issuer{
 		Endpoint: sim.URL(), Method: api.MethodDNS, Roots: sim.RootPool(), Retry: fastRetry,
 		Client: client, Ledger: l, Solver: e, Metrics: e, Logger: zap.NewNop(),
-		KeepKey: func(context.Context, *x509.CertificateRequest, *x509.Certificate, []byte) error { return nil },
+		RememberKey: func(*x509.CertificateRequest, []byte) {},
 	}
 	return e
 }

@@ -8,7 +8,7 @@
 // hints.go.
 //
 // It knows nothing of Caddy's modules: the root package gives it a
-// Solver for the challenges, a KeepKey for SSLCI's private keys and
+// Solver for the challenges, a RememberKey for SSLCI's private keys and
 // Metrics, and stores what Issue returns through certmagic.
 package issuance
 
@@ -74,9 +74,10 @@ type Issuer struct {
 	Solver  Solver
 	Metrics Metrics
 	Logger  *zap.Logger
-	// KeepKey makes SSLCI's key for leaf durable, and known to the key
-	// storage wrapper, before Issue returns the certificate.
-	KeepKey func(ctx context.Context, csr *x509.CertificateRequest, leaf *x509.Certificate, keyPEM []byte) error
+	// RememberKey makes SSLCI's key known to the key storage wrapper, by
+	// the CSR's key, before Issue returns the certificate: certmagic then
+	// stores SSLCI's key in place of the CSR's, before the certificate.
+	RememberKey func(csr *x509.CertificateRequest, keyPEM []byte)
 	// KeyPolicy is what the automation policy asks of the key, which a
 	// certificate for SSLCI's key is compared with (keypolicy.go).
 	KeyPolicy KeyPolicy
@@ -198,10 +199,7 @@ func (r *run) issue(ctx context.Context, csr *x509.CertificateRequest, names []s
 			return nil, atStep(StepCheck, r.refused("sslci", fmt.Errorf("SSLCI returned a certificate for %s for a private key it generated itself, and require_csr_key is set; "+
 				"the certificate was not used (SSLCI did not sign Caddy's CSR)", strings.Join(names, ", "))))
 		}
-		if err := iss.KeepKey(ctx, csr, checked.Leaf, checked.ServerKey); err != nil {
-			r.refuse(ctx, cert) // never stored without its key: ours to delete
-			return nil, atStep(StepStore, fmt.Errorf("keeping the private key SSLCI generated for the certificate for %s: %w", strings.Join(names, ", "), err))
-		}
+		iss.RememberKey(csr, checked.ServerKey)
 		keySource = "sslci"
 		r.warnKeyPolicy(csr, checked.Leaf)
 	}

@@ -2,7 +2,6 @@ package issuance
 
 import (
 	"context"
-	"crypto/x509"
 	"errors"
 	"maps"
 	"strings"
@@ -44,11 +43,6 @@ func TestIssueFailedSteps(t *testing.T) {
 		{StepFinalize, "finalize.test", func() { e.sim.InjectRedirect(sslcitest.OpFinalize, 301, elsewhere, 1) }},
 		{StepCheck, "check.test", func() { e.sim.InjectFault(sslcitest.OpFinalize, sslcitest.FaultWrongNames, 1) }},
 		{StepStore, "record.test", func() { l.SetStorage(failingWrites{files, "/ledger/certificates/"}) }},
-		{StepStore, "key.test", func() {
-			e.iss.KeepKey = func(context.Context, *x509.CertificateRequest, *x509.Certificate, []byte) error {
-				return errors.New("injected error keeping the key")
-			}
-		}},
 	} {
 		t.Run(tc.step+"/"+tc.name, func(t *testing.T) {
 			if tc.name == "*.wildcard.test" {
@@ -73,7 +67,6 @@ func TestIssueFailedSteps(t *testing.T) {
 	}
 	// Issues that succeed count no failure.
 	l.SetStorage(files)
-	e.iss.KeepKey = func(context.Context, *x509.CertificateRequest, *x509.Certificate, []byte) error { return nil }
 	e.counted = map[string]int{}
 	if _, err := e.issue("fine.test"); err != nil {
 		t.Fatal(err)
