@@ -4,7 +4,12 @@ import (
 	"context"
 	"maps"
 	"slices"
+	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
+
+	"github.com/caddyserver/certmagic"
 
 	"github.com/sslci/caddy-sslci/api"
 	"github.com/sslci/caddy-sslci/internal/ledger"
@@ -103,4 +108,52 @@ func TestIssueRefusesAndDeletes(t *testing.T) {
 		t.Errorf("metrics %v, want one refused", e.counted)
 	}
 	t.Log(err)
+}
+
+// heldWrites holds each write of a key containing match until release is
+// closed, or 5 s have passed (then timedOut is set), then writes it.
+type heldWrites struct {
+	*certmagic.FileStorage
+	match    string
+	release  chan struct{}
+	timedOut *atomic.Bool
+}
+
+func (s heldWrites) Store(ctx context.Context, key string, value []byte) error {
+	if strings.Contains(key, s.match) {
+		select {
+		case <-s.release:
+		case <-time.After(5 * time.Second):
+			s.timedOut.Store(true)
+		}
+	}
+	return s.FileStorage.Store(ctx, key, value)
+}
+
+// The record of a confirmed verification is written while the finalize
+// runs, not before it: on a disk that syncs every write, that is one sync
+// less between the request and the certificate. Its write is held until
+// SSLCI has seen the finalize: written before it, the hold could only end
+// by its timeout. Issue still returns with the record written.
+func TestVerificationRecordWrittenWhileFinalizing(t *testing.T) {
+	e := newEnv(t, sslcitest.Options{})
+	l := e.iss.Ledger
+	held := heldWrites{FileStorage: l.Storage().(*certmagic.FileStorage), match: "/verifications/",
+		release: make(chan struct{}), timedOut: new(atomic.Bool)}
+	l.SetStorage(held)
+	go func() {
+		for e.requests()[sslcitest.OpFinalize] == 0 {
+			time.Sleep(time.Millisecond)
+		}
+		close(held.release)
+	}()
+	if _, err := e.issue("meanwhile.test"); err != nil {
+		t.Fatal(err)
+	}
+	if held.timedOut.Load() {
+		t.Error("the verification record was written before the finalize was sent")
+	}
+	if rec, err := l.Verification(context.Background(), "meanwhile.test"); err != nil || rec == nil {
+		t.Errorf("after Issue returned, the verification record is %v (%v): Issue must wait for its write", rec, err)
+	}
 }
