@@ -129,6 +129,12 @@ func runIssuance(ctx context.Context, w *world, n int, prof *profiler) (issuance
 		}
 	}
 	s := w.site(names)
+	var benchProfile func() []byte
+	if prof != nil {
+		if benchProfile, err = startBenchProfile(); err != nil {
+			return res, err
+		}
+	}
 	before := w.ca.counts()
 	benchCPU := selfCPU()
 	start := time.Now()
@@ -142,7 +148,7 @@ func runIssuance(ctx context.Context, w *world, n int, prof *profiler) (issuance
 	res.BenchCPUSeconds = selfCPU() - benchCPU
 	if prof != nil {
 		// The profile ends before the checks below, their handshakes not in it.
-		if err := prof.save(ctx, p, fmt.Sprintf("%s-%d", w.issuer, n), cpuProfile); err != nil {
+		if err := prof.save(ctx, p, fmt.Sprintf("%s-%d", w.issuer, n), cpuProfile, benchProfile()); err != nil {
 			return res, err
 		}
 		if res.Seconds > float64(prof.seconds) {

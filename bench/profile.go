@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"time"
 )
@@ -77,10 +78,22 @@ func (p *caddyProc) startCPUProfile(ctx context.Context, seconds int) (wait func
 	}
 }
 
+// startBenchProfile starts a CPU profile of this process: the CA's work
+// (the simulator's or Pebble's), which a real CA does on its own machines,
+// and the polling of storage. stop ends it and returns it.
+func startBenchProfile() (stop func() []byte, err error) {
+	var buf bytes.Buffer
+	if err := pprof.StartCPUProfile(&buf); err != nil {
+		return nil, fmt.Errorf("the benchmark's CPU profile: %w", err)
+	}
+	return func() []byte { pprof.StopCPUProfile(); return buf.Bytes() }, nil
+}
+
 // save writes Caddy's allocations so far, then its CPU profile once
 // cpuProfile has it, as dir/<name>-allocs.pprof and -cpu.pprof, and the
-// top 25 of each beside them (.txt).
-func (pr *profiler) save(ctx context.Context, p *caddyProc, name string, cpuProfile func() ([]byte, error)) error {
+// benchmark's own as -benchmark-cpu.pprof, with the top 25 of each beside
+// them (.txt).
+func (pr *profiler) save(ctx context.Context, p *caddyProc, name string, cpuProfile func() ([]byte, error), benchCPU []byte) error {
 	allocs, err := p.get(ctx, "/debug/pprof/allocs")
 	if err != nil {
 		return fmt.Errorf("Caddy's allocations: %w", err)
@@ -95,7 +108,7 @@ func (pr *profiler) save(ctx context.Context, p *caddyProc, name string, cpuProf
 	for _, prof := range []struct {
 		kind string
 		data []byte
-	}{{"cpu", cpu}, {"allocs", allocs}} {
+	}{{"cpu", cpu}, {"allocs", allocs}, {"benchmark-cpu", benchCPU}} {
 		file := filepath.Join(pr.dir, name+"-"+prof.kind+".pprof")
 		if err := os.WriteFile(file, prof.data, 0o644); err != nil {
 			return err
