@@ -135,6 +135,7 @@ func runIssuance(ctx context.Context, w *world, n int, prof *profiler) (issuance
 			return res, err
 		}
 	}
+	flushDisk()
 	before := w.ca.counts()
 	benchCPU := selfCPU()
 	start := time.Now()
@@ -262,6 +263,7 @@ func runRenewal(ctx context.Context, w *world) (renewal, error) {
 	// A window of all but a billionth of the lifetime: due now, whatever
 	// the lifetime.
 	s.renewalRatio = 1 - 1e-9
+	flushDisk()
 	before := w.ca.counts()
 	start := time.Now()
 	if err := p.load(ctx, s.config()); err != nil {
@@ -348,6 +350,7 @@ func runRestart(ctx context.Context, w *world, leaves map[string][]byte, sweep b
 	if err != nil {
 		return res, err
 	}
+	flushDisk()
 	start := time.Now()
 	if err := p.load(ctx, w.site(names).config()); err != nil {
 		return res, p.withLog(err)
