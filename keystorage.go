@@ -166,8 +166,8 @@ func (ks *keyStorage) wrote(site string, f func(*siteWrite)) {
 // undone it is tried again.
 var repairRetryDelay = time.Minute
 
-// Store writes SSLCI's key in place of the CSR's, and deletes the kept key
-// once its certificate is stored beside it.
+// Store writes SSLCI's key in place of the CSR's, keeps the key a renewal
+// overwrites, and deletes the site's kept keys once its set is stored.
 func (ks *keyStorage) Store(ctx context.Context, key string, value []byte) error {
 	certmagicCall("store", key)
 	if name, ok := ks.keys.Site(key, ledger.Keys.SiteKey); ok {
@@ -419,8 +419,8 @@ func (ks *keyStorage) repair(ctx context.Context, name string) ([]byte, error) {
 		if err := ks.own.Delete(ctx, keptAt); err != nil {
 			log.Warn("deleting the kept private key after installing it", zap.Error(err))
 		}
-		log.Warn("repaired a stored certificate whose private key was not its own: installed the kept private key of the certificate, " +
-			"which a renewal cut short was replacing (certmagic renews it again when due)")
+		log.Warn("repaired a stored certificate whose private key was not its own: installed the kept private key of the certificate " +
+			"(the previous key a renewal cut short was replacing; certmagic renews it again when due)")
 		return kept, nil
 	}
 

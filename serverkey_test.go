@@ -101,10 +101,11 @@ func (e *testEnv) obtainThenForeignKey(name string) (cfg []byte, first *x509.Cer
 	return cfg, first, sslciKey
 }
 
-// A certificate stored beside a key that is not its own (a crash of an
-// older version, a hand edit) is repaired when a fresh Caddy loads it: with
-// SSLCI's key kept in storage it is installed and the certificate served;
-// without, the set is removed and a new certificate obtained.
+// A certificate stored beside a key that is not its own (a renewal cut
+// between its key and its certificate, a crash of an older version, a hand
+// edit) is repaired when a fresh Caddy loads it: with the certificate's key
+// kept in storage it is installed and the certificate served; without, the
+// set is removed and a new certificate obtained.
 func TestForeignKeyRepairedAtStart(t *testing.T) {
 	for _, withKept := range []bool{true, false} {
 		t.Run(fmt.Sprintf("kept=%v", withKept), func(t *testing.T) {
