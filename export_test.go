@@ -102,3 +102,6 @@ func (s countingStorage) Unlock(ctx context.Context, name string) error {
 	s.saw("unlock", name)
 	return s.Storage.Unlock(ctx, name)
 }
+
+// PairParses is how many key pairs the key storage has parsed so far.
+func PairParses() int64 { return pairParses.Load() }

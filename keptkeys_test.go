@@ -114,3 +114,24 @@ func testPair(t *testing.T, name string) (certPEM, keyPEM []byte) {
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})
 }
+
+// A pair that matched is parsed once however often it is checked; one that
+// did not is checked, and refused, every time (a repair must see it).
+func TestPairMatchesRemembersMatchesOnly(t *testing.T) {
+	certPEM, keyPEM := testPair(t, "memo.test")
+	_, otherKey := testPair(t, "other.memo.test")
+	start := pairParses.Load()
+	for range 3 {
+		if err := pairMatches(certPEM, keyPEM); err != nil {
+			t.Fatalf("a matching pair: %v", err)
+		}
+	}
+	for range 2 {
+		if err := pairMatches(certPEM, otherKey); err == nil {
+			t.Fatal("a certificate with another key matched")
+		}
+	}
+	if n := pairParses.Load() - start; n != 1+2 {
+		t.Errorf("%d parses, want 1 for the matching pair and 2 for the other", n)
+	}
+}

@@ -56,6 +56,7 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -382,10 +383,39 @@ func (ks *keyStorage) loadPair(ctx context.Context, name string) (keyPEM, certPE
 	return keyPEM, certPEM, nil
 }
 
+// pairMatches says whether keyPEM is the key of certPEM's certificate, as
+// certmagic checks it (tls.X509KeyPair). A set is checked when it is
+// written and again as certmagic loads it, 11 checks of 3 pairs in
+// TestStorageOpsPerCertificate: a pair that matched is remembered by a
+// hash of its exact bytes (up to matchedPairsMax of them), so each pair is
+// parsed once. A pair that did not match is checked again each time.
 func pairMatches(certPEM, keyPEM []byte) error {
-	_, err := tls.X509KeyPair(certPEM, keyPEM)
-	return err
+	h := sha256.New()
+	h.Write(binary.BigEndian.AppendUint64(nil, uint64(len(certPEM))))
+	h.Write(certPEM)
+	h.Write(keyPEM)
+	var sum [sha256.Size]byte
+	h.Sum(sum[:0])
+	if _, ok := matchedPairs.Load(sum); ok {
+		return nil
+	}
+	pairParses.Add(1)
+	if _, err := tls.X509KeyPair(certPEM, keyPEM); err != nil {
+		return err
+	}
+	if matchedCount.Add(1) <= matchedPairsMax {
+		matchedPairs.Store(sum, struct{}{})
+	}
+	return nil
 }
+
+const matchedPairsMax = 100_000
+
+var (
+	matchedPairs sync.Map // [sha256.Size]byte → struct{}
+	matchedCount atomic.Int64
+	pairParses   atomic.Int64 // tls.X509KeyPair calls, for the tests
+)
 
 // repair makes a site's key and certificate a pair again, under certmagic's
 // issue lock for the name: installs the kept key that matches the

@@ -156,6 +156,7 @@ func TestStorageOpsPerCertificate(t *testing.T) {
 			"store challenge": 1, "delete challenge": 1, "store kept-key": 1, "list kept-key": 1, "delete kept-key": 1,
 		}, certmagicWrites: map[string]int{"store site": 3, "store other": 1, "delete other": 1, "lock lock": 1, "unlock lock": 1}},
 	}
+	parses := sslci.PairParses()
 	var serial []byte
 	for i, p := range phases {
 		if i > 0 {
@@ -195,5 +196,10 @@ func TestStorageOpsPerCertificate(t *testing.T) {
 			t.Errorf("%s: certmagic's writes are\n%v\nwant\n%v", p.phase, writes, p.certmagicWrites)
 		}
 		t.Logf("%s: certmagic %d, issuer %d, API requests %v:%s", p.phase, total(got, "certmagic"), total(got, "issuer"), e.counts(), format(got))
+	}
+	// The key storage checks a pair as it is written and as certmagic
+	// loads it (11 checks here), but parses each of the 3 pairs once.
+	if n := sslci.PairParses() - parses; n != 3 {
+		t.Errorf("the key storage parsed %d key pairs, want 3: one per certificate", n)
 	}
 }
