@@ -12,6 +12,13 @@ import (
 // a non-JSON body, "status": false or a pending confirmation; otherwise the
 // body decoded into out.
 func (c *Client) decode(op Op, status int, contentType string, raw []byte, out any) (envelope, *Error) {
+	// A good answer is decoded once, its envelope with it (the wire types
+	// embed it); anything else, the envelope first, as below.
+	if w, ok := out.(enveloped); ok && json.Unmarshal(raw, out) == nil {
+		if env := *w.env(); kindOf(op, status, true, &env) == nil {
+			return env, nil
+		}
+	}
 	var env envelope
 	isJSON := json.Unmarshal(raw, &env) == nil
 	kind := kindOf(op, status, isJSON, &env)

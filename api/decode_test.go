@@ -1,6 +1,7 @@
 package api
 
 import (
+	"encoding/json"
 	"errors"
 	"slices"
 	"strings"
@@ -194,4 +195,28 @@ func FuzzDecode(f *testing.F) {
 			listFrom(&lw)
 		}
 	})
+}
+
+// BenchmarkDecodeFinalize decodes a finalize answer as the documented
+// service sends it (a key, a CSR, the certificate and its chain, details).
+func BenchmarkDecodeFinalize(b *testing.B) {
+	c := &Client{token: testSecret}
+	pemBlock := func(kind string, n int) string {
+		return "-----BEGIN " + kind + "-----\n" + strings.Repeat(strings.Repeat("A", 64)+"\n", n) + "-----END " + kind + "-----\n"
+	}
+	body, err := json.Marshal(map[string]any{
+		"status": true, "key": pemBlock("PRIVATE KEY", 4), "csr": pemBlock("CERTIFICATE REQUEST", 6),
+		"crt": pemBlock("CERTIFICATE", 12), "ca": pemBlock("CERTIFICATE", 12),
+		"details": map[string]any{"subject": map[string]string{"CN": "a.test"}, "valid_from": "2026-12-02", "valid_to": "2027-03-02", "san": "DNS:a.test"},
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		var w finalizeWire
+		if _, err := c.decode(OpFinalize, 200, "application/json", body, &w); err != nil {
+			b.Fatal(err)
+		}
+	}
 }

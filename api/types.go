@@ -110,6 +110,11 @@ type envelope struct {
 	Error   flexText   `json:"error"`
 }
 
+// enveloped is a wire type that embeds the envelope, decoded with it.
+type enveloped interface{ env() *envelope }
+
+func (e *envelope) env() *envelope { return e }
+
 // serverMessage returns what the server said, from "message" or "error".
 func (e envelope) serverMessage() string {
 	if e.Message != "" {
@@ -119,6 +124,7 @@ func (e envelope) serverMessage() string {
 }
 
 type listWire struct {
+	envelope
 	Certificates []struct {
 		ID      flexInt     `json:"crt_id"`
 		Domains flexDomains `json:"domains"`
@@ -133,6 +139,7 @@ type listWire struct {
 }
 
 type verificationWire struct {
+	envelope
 	Domain       string  `json:"domain"`
 	OrderID      flexInt `json:"order_id"`
 	Verification *struct {
@@ -150,11 +157,13 @@ type verificationWire struct {
 }
 
 type confirmWire struct {
+	envelope
 	Domain  string  `json:"domain"`
 	OrderID flexInt `json:"order_id"`
 }
 
 type finalizeWire struct {
+	envelope
 	Key     string   `json:"key"`
 	CSR     string   `json:"csr"`
 	Crt     string   `json:"crt"`
