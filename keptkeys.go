@@ -12,7 +12,7 @@ package sslci
 //
 // SSLCI's own key needs no kept copy: it is the key certmagic writes first
 // (keystorage.go), in this process, so no cut leaves its certificate stored
-// without it. Issue only makes it known to keyStorage, in memory.
+// without it.
 //
 // Every kept key of a site goes once a certificate is stored beside its own
 // key (the set is complete: nothing kept is of use any more), when the
@@ -22,7 +22,6 @@ package sslci
 import (
 	"context"
 	"crypto/sha256"
-	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -34,24 +33,6 @@ import (
 
 	"github.com/sslci/caddy-sslci/internal/ledger"
 )
-
-// rememberServerKey makes SSLCI's key known to keyStorage by the CSR's
-// public key, before Issue returns the certificate: the key certmagic
-// writes for that CSR is replaced by it.
-func (iss *Issuer) rememberServerKey(csr *x509.CertificateRequest, keyPEM []byte) {
-	now := time.Now()
-	iss.keys.mu.Lock()
-	defer iss.keys.mu.Unlock()
-	if iss.keys.pending == nil {
-		iss.keys.pending = make(map[[32]byte]pendingKey)
-	}
-	for h, p := range iss.keys.pending {
-		if now.Sub(p.added) > keptKeyTTL {
-			delete(iss.keys.pending, h)
-		}
-	}
-	iss.keys.pending[sha256.Sum256(csr.RawSubjectPublicKeyInfo)] = pendingKey{pem: keyPEM, added: now}
-}
 
 // keepPrevious keeps the key stored for the site before newKey overwrites
 // it, if the stored key and certificate are a valid pair and newKey is

@@ -15,7 +15,7 @@ package sslci
 // instead SetConfig wraps the config's Storage in keyStorage:
 //
 //   - Issue makes SSLCI's key known, in memory, by the SHA-256 of the
-//     CSR's public key, before returning (keptkeys.go).
+//     CSR's public key, before returning (rememberServerKey).
 //   - Store of SitePrivateKey for this issuer: the key of the valid pair it
 //     overwrites, if any (a renewal), is kept first (keptkeys.go); if the key
 //     certmagic writes is a CSR key whose certificate is for SSLCI's key,
@@ -72,10 +72,10 @@ import (
 	"github.com/sslci/caddy-sslci/internal/ledger"
 )
 
-// keptKeyTTL is how long SSLCI's key is remembered in memory for its
+// serverKeyTTL is how long SSLCI's key is remembered in memory for its
 // certificate: certmagic stores it within seconds of Issue returning, and
 // forgets a certificate whose write failed (it obtains a new one).
-const keptKeyTTL = 24 * time.Hour
+const serverKeyTTL = 24 * time.Hour
 
 // serverKeys are SSLCI's keys that Issue returned certificates for, until
 // certmagic has stored the certificate.
@@ -87,6 +87,24 @@ type serverKeys struct {
 type pendingKey struct {
 	pem   []byte // SSLCI's key
 	added time.Time
+}
+
+// rememberServerKey makes SSLCI's key known to keyStorage by the CSR's
+// public key, before Issue returns the certificate: the key certmagic
+// writes for that CSR is replaced by it.
+func (iss *Issuer) rememberServerKey(csr *x509.CertificateRequest, keyPEM []byte) {
+	now := time.Now()
+	iss.keys.mu.Lock()
+	defer iss.keys.mu.Unlock()
+	if iss.keys.pending == nil {
+		iss.keys.pending = make(map[[32]byte]pendingKey)
+	}
+	for h, p := range iss.keys.pending {
+		if now.Sub(p.added) > serverKeyTTL {
+			delete(iss.keys.pending, h)
+		}
+	}
+	iss.keys.pending[sha256.Sum256(csr.RawSubjectPublicKeyInfo)] = pendingKey{pem: keyPEM, added: now}
 }
 
 // serverKeyFor returns SSLCI's key if keyPEM is the key of a CSR whose
