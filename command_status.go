@@ -30,7 +30,8 @@ lifetime is left), whose private key it is for (Caddy's CSR's, or SSLCI's),
 and for each name when SSLCI last verified it, and whether the renewal
 reuses that verification (within 28 days of it: the renewal costs one
 request, the finalize) or verifies the name again (two more requests per
-name, and SSLCI's check must reach this server). Then the ledger records
+name, and SSLCI's check must reach this server). A verification is recorded
+only where a renewal reuses it: "-" is none recorded. Then the ledger records
 still waiting to be settled with SSLCI.
 
 What cannot be read is shown as unknown, and the exit status is 1; so it is
@@ -219,7 +220,7 @@ func printStatus(out io.Writer, a accountStatus, now time.Time) {
 			cost += "s"
 		}
 		for i, v := range c.Verifications {
-			verified, atRenewal := "never", "verify again"
+			verified, atRenewal := "-", "verify again" // "-": none recorded
 			if v.VerifiedAt != nil {
 				verified = fmtAge(now.Sub(*v.VerifiedAt)) + " ago"
 			}

@@ -20,10 +20,11 @@ import (
 // A CSR with several names: one verification and one confirmation per
 // name, one finalize; the answer is served by the issuer's own listener
 // since nothing else listens on the HTTP port. A second issuance inside the
-// verification window costs only the finalize; once SSLCI forgets the
+// verification window costs only the finalize (30-day certificates renew
+// at day 20: their verifications are recorded); once SSLCI forgets the
 // verifications, finalize is refused, and the issuer verifies again.
 func TestIssueSeveralNames(t *testing.T) {
-	e := newEnv(t, sslcitest.Options{SignCSR: true})
+	e := newEnv(t, sslcitest.Options{SignCSR: true, Validity: 30 * 24 * time.Hour})
 	iss := e.startIssuer(nil)
 	names := []string{"a.multi.test", "b.multi.test", "c.multi.test"}
 	csr, key := sslcitest.NewCSR(t, names...)

@@ -333,6 +333,7 @@ func (iss *Issuer) SetConfig(cfg *certmagic.Config) {
 	iss.guardKeys(cfg)
 	if iss.engine != nil {
 		iss.engine.KeyPolicy = keyPolicyOf(cfg) // issuer.go
+		iss.engine.RenewalRatio = cfg.RenewalWindowRatio
 	}
 }
 

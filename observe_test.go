@@ -63,7 +63,8 @@ func wantMetrics(t *testing.T, got string, want ...string) {
 // renewal reuses the verification, a failure cancels its order, and a
 // reload provisions the issuers again into a new registry.
 func TestMetricsAndLogs(t *testing.T) {
-	e := newEnv(t, sslcitest.Options{})
+	// 30-day certificates renew at day 20, within the 28 days of reuse.
+	e := newEnv(t, sslcitest.Options{Validity: 30 * 24 * time.Hour})
 	site := func(name, issuerExtra, text string) string {
 		return fmt.Sprintf("%s {\n\ttls {\n\t\t%s\n\t}\n\trespond %q\n}\n", name, e.issuerBlock(issuerExtra), text)
 	}

@@ -121,7 +121,7 @@ func TestStorageOpsPerCertificate(t *testing.T) {
 		// The issuer's operations; certmagic's writes.
 		issuer, certmagicWrites map[string]int
 	}{
-		{phase: "new name", issuer: map[string]int{
+		{phase: "new name, renewed within 28 days", issuer: map[string]int{
 			// reconciling what earlier attempts left: none
 			"list record": 2, "stat record": 2,
 			// the verification: its order recorded before the request, the
@@ -178,17 +178,7 @@ func TestStorageOpsPerCertificate(t *testing.T) {
 			t.Errorf("%s: a new certificate is served", p.phase)
 		}
 		serial = leaf.SerialNumber.Bytes()
-		issuer, writes := make(map[string]int), make(map[string]int)
-		for k, n := range got {
-			who, op, _ := strings.Cut(k, " ")
-			op, _, _ = strings.Cut(op, ":") // "other:<key>": one kind
-			switch {
-			case who == "issuer":
-				issuer[op] += n
-			case strings.HasPrefix(op, "store ") || strings.HasPrefix(op, "delete ") || strings.HasPrefix(op, "lock ") || strings.HasPrefix(op, "unlock "):
-				writes[op] += n
-			}
-		}
+		issuer, writes := split(got)
 		if !maps.Equal(issuer, p.issuer) {
 			t.Errorf("%s: the issuer's storage operations are\n%v\nwant\n%v", p.phase, issuer, p.issuer)
 		}
@@ -202,4 +192,40 @@ func TestStorageOpsPerCertificate(t *testing.T) {
 	if n := sslci.PairParses() - parses; n != 3 {
 		t.Errorf("the key storage parsed %d key pairs, want 3: one per certificate", n)
 	}
+
+	// A new name with SSLCI's 90-day certificates: renewed at day 60, past
+	// the 28 days a verification is reused, it stores no verification
+	// record (ledger.Verification.WorthStoring).
+	e.stopCaddy()
+	c.take()
+	e90 := newEnv(t, sslcitest.Options{})
+	e90.startCaddy(e90.siteConfig("", name, ""))
+	e90.waitForCertificate(name, nil, time.Minute)
+	got := c.take()
+	issuer, writes := split(got)
+	want := maps.Clone(phases[0].issuer)
+	delete(want, "store verification")
+	if !maps.Equal(issuer, want) {
+		t.Errorf("new name, 90-day certificate: the issuer's storage operations are\n%v\nwant\n%v", issuer, want)
+	}
+	if !maps.Equal(writes, phases[0].certmagicWrites) {
+		t.Errorf("new name, 90-day certificate: certmagic's writes are\n%v\nwant\n%v", writes, phases[0].certmagicWrites)
+	}
+	t.Logf("new name, 90-day certificate: certmagic %d, issuer %d, API requests %v:%s", total(got, "certmagic"), total(got, "issuer"), e90.counts(), format(got))
+}
+
+// split is the issuer's operations, and certmagic's writes, of counts.
+func split(counts map[string]int) (issuer, certmagicWrites map[string]int) {
+	issuer, certmagicWrites = make(map[string]int), make(map[string]int)
+	for k, n := range counts {
+		who, op, _ := strings.Cut(k, " ")
+		op, _, _ = strings.Cut(op, ":") // "other:<key>": one kind
+		switch {
+		case who == "issuer":
+			issuer[op] += n
+		case strings.HasPrefix(op, "store ") || strings.HasPrefix(op, "delete ") || strings.HasPrefix(op, "lock ") || strings.HasPrefix(op, "unlock "):
+			certmagicWrites[op] += n
+		}
+	}
+	return issuer, certmagicWrites
 }

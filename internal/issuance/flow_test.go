@@ -4,12 +4,8 @@ import (
 	"context"
 	"maps"
 	"slices"
-	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/caddyserver/certmagic"
 
 	"github.com/sslci/caddy-sslci/api"
 	"github.com/sslci/caddy-sslci/internal/ledger"
@@ -18,11 +14,12 @@ import (
 
 // One issuance, request by request: a fresh name costs the id floor's list
 // (once per account and storage), a request, a confirm and a finalize; a
-// renewal inside the reuse window costs the finalize alone (the first
-// certificate is seen in storage: nothing to reconcile), and the metadata
-// says which verification it reused.
+// renewal inside the reuse window (30-day certificates renew at day 20)
+// costs the finalize alone (the first certificate is seen in storage:
+// nothing to reconcile), and the metadata says which verification it
+// reused.
 func TestIssueFlow(t *testing.T) {
-	e := newEnv(t, sslcitest.Options{SignCSR: true})
+	e := newEnv(t, sslcitest.Options{SignCSR: true, Validity: 30 * 24 * time.Hour})
 	issued, err := e.issue("flow.test", "www.flow.test")
 	if err != nil {
 		t.Fatal(err)
@@ -110,50 +107,62 @@ func TestIssueRefusesAndDeletes(t *testing.T) {
 	t.Log(err)
 }
 
-// heldWrites holds each write of a key containing match until release is
-// closed, or 5 s have passed (then timedOut is set), then writes it.
-type heldWrites struct {
-	*certmagic.FileStorage
-	match    string
-	release  chan struct{}
-	timedOut *atomic.Bool
-}
-
-func (s heldWrites) Store(ctx context.Context, key string, value []byte) error {
-	if strings.Contains(key, s.match) {
-		select {
-		case <-s.release:
-		case <-time.After(5 * time.Second):
-			s.timedOut.Store(true)
+// A verification's record is stored only where an issuance may read it.
+// A 90-day certificate under the default ratio renews at day 60, past the
+// 28 days of reuse: nothing is stored (one synced write less per name),
+// and an issuance of the name soon after verifies it again. Under
+// renewal_window_ratio 0.8 the renewal (day 18) reuses it: stored, before
+// Issue returns, and reused. An issuance that ends in no certificate
+// stores what it verified, for certmagic's next try.
+func TestVerificationStoredOnlyForReuse(t *testing.T) {
+	ctx := context.Background()
+	stored := func(e *env, name string) *ledger.Verification {
+		t.Helper()
+		v, err := e.iss.Ledger.Verification(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	verifiedAgain := map[sslcitest.Op]int{sslcitest.OpRequest: 1, sslcitest.OpConfirm: 1, sslcitest.OpFinalize: 1}
+	reused := map[sslcitest.Op]int{sslcitest.OpFinalize: 1}
+	issueTwice := func(e *env, name string, second map[sslcitest.Op]int) {
+		t.Helper()
+		for i := range 2 {
+			e.sim.ResetRequests()
+			issued, err := e.issue(name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			e.store(issued, name) // as certmagic does: nothing to reconcile
+			if i == 0 {
+				continue
+			}
+			if got := e.requests(); !maps.Equal(got, second) {
+				t.Errorf("%s issued again: requests %v, want %v", name, got, second)
+			}
 		}
 	}
-	return s.FileStorage.Store(ctx, key, value)
-}
 
-// The record of a confirmed verification is written while the finalize
-// runs, not before it: on a disk that syncs every write, that is one sync
-// less between the request and the certificate. Its write is held until
-// SSLCI has seen the finalize: written before it, the hold could only end
-// by its timeout. Issue still returns with the record written.
-func TestVerificationRecordWrittenWhileFinalizing(t *testing.T) {
-	e := newEnv(t, sslcitest.Options{})
-	l := e.iss.Ledger
-	held := heldWrites{FileStorage: l.Storage().(*certmagic.FileStorage), match: "/verifications/",
-		release: make(chan struct{}), timedOut: new(atomic.Bool)}
-	l.SetStorage(held)
-	go func() {
-		for e.requests()[sslcitest.OpFinalize] == 0 {
-			time.Sleep(time.Millisecond)
-		}
-		close(held.release)
-	}()
-	if _, err := e.issue("meanwhile.test"); err != nil {
-		t.Fatal(err)
+	e := newEnv(t, sslcitest.Options{SignCSR: true})
+	issueTwice(e, "day60.test", verifiedAgain)
+	if v := stored(e, "day60.test"); v != nil {
+		t.Errorf("a 90-day certificate renewing at day 60 stored its verification %+v", v)
 	}
-	if held.timedOut.Load() {
-		t.Error("the verification record was written before the finalize was sent")
+
+	e.iss.RenewalRatio = 0.8
+	before := time.Now().UTC()
+	issueTwice(e, "day18.test", reused)
+	if v := stored(e, "day18.test"); v == nil || v.OrderID == 0 || v.VerifiedAt.Before(before.Add(-time.Second)) || v.VerifiedAt.After(time.Now()) {
+		t.Errorf("a certificate renewing at day 18: its verification record is %+v, want one made now", v)
 	}
-	if rec, err := l.Verification(context.Background(), "meanwhile.test"); err != nil || rec == nil {
-		t.Errorf("after Issue returned, the verification record is %v (%v): Issue must wait for its write", rec, err)
+
+	e.iss.RenewalRatio = 0
+	e.sim.InjectFault(sslcitest.OpFinalize, sslcitest.FaultWrongNames, 1)
+	if _, err := e.issue("failed.test"); err == nil {
+		t.Fatal("Issue accepted a certificate for other names")
+	}
+	if v := stored(e, "failed.test"); v == nil {
+		t.Error("an issuance that ended in no certificate did not store the verification it made")
 	}
 }

@@ -81,6 +81,10 @@ type Issuer struct {
 	// KeyPolicy is what the automation policy asks of the key, which a
 	// certificate for SSLCI's key is compared with (keypolicy.go).
 	KeyPolicy KeyPolicy
+	// RenewalRatio is the automation policy's renewal_window_ratio (0:
+	// certmagic's default): whether a certificate's renewal reuses the
+	// verifications made for it, and so whether they are stored.
+	RenewalRatio float64
 }
 
 // Metadata is stored by certmagic next to the certificate.
@@ -118,6 +122,9 @@ func (iss *Issuer) Issue(ctx context.Context, csr *x509.CertificateRequest) (*ce
 	r := &run{iss: iss, logger: iss.Logger.With(zap.Strings("identifiers", names)), names: names,
 		orders: make(map[string]*ledger.OrderRecord), reused: make(map[string]int64)}
 	issued, err := r.issue(ctx, csr, names)
+	if err != nil {
+		r.storeVerifications(ctx, nil)
+	}
 	r.writes.Wait()
 	r.cleanUp(err != nil)
 	if err != nil {
@@ -137,6 +144,7 @@ type run struct {
 	orders    map[string]*ledger.OrderRecord // the orders this call uses, by name
 	reused    map[string]int64               // recent verifications' orders reused, by name
 	confirmed []int64                        // of those, the ones SSLCI confirmed
+	verified  []ledger.Verification          // their verifications, not yet stored
 	// unsettled: a request's answer was lost, or a refused certificate
 	// could not be deleted: reconcile before sending again, and on the way out.
 	unsettled bool
@@ -212,6 +220,7 @@ func (r *run) issue(ctx context.Context, csr *x509.CertificateRequest, names []s
 		keySource = "sslci"
 		r.warnKeyPolicy(csr, checked.Leaf)
 	}
+	r.storeVerifications(ctx, checked.Leaf)
 	r.obtained(ctx, checked.Leaf.NotAfter)
 
 	orders, reusedNames := r.orderMap()
@@ -295,16 +304,11 @@ func (r *run) verify(ctx context.Context, name string, rec *ledger.OrderRecord) 
 			return atStep(StepConfirm, r.verificationDone(name, v, fmt.Errorf("%s: confirming the verification (order %d): %w", name, v.OrderID, err)))
 		}
 		_ = r.verificationDone(name, v, nil) // counted and logged; nil for nil
-		r.mu.Lock()
-		r.confirmed = append(r.confirmed, v.OrderID)
-		r.mu.Unlock()
-		// Confirmed: the order is not pending any more, and the name's
-		// verification goes on record for later issuances. The finalize
-		// needs neither, so they are written while it runs.
-		r.meanwhile(ctx, func(ctx context.Context) {
-			iss.Ledger.Drop(ctx, rec.Key)
-			iss.rememberVerification(ctx, name, v.OrderID)
-		})
+		// Confirmed: the order is not pending any more (the finalize does
+		// not need its record gone, so it goes while the finalize runs),
+		// and the verification is there for later issuances.
+		r.meanwhile(ctx, func(ctx context.Context) { iss.Ledger.Drop(ctx, rec.Key) })
+		r.verificationConfirmed(name, v.OrderID)
 		return nil
 	}
 }

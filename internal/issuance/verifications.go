@@ -2,6 +2,7 @@ package issuance
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"time"
 
@@ -14,7 +15,8 @@ import (
 // it again, by the ledger's record and rule (ledger.Verification): every
 // Caddy sharing the storage skips verifying a name while SSLCI still
 // accepts its verification. A missing or unreadable record only costs a
-// verification.
+// verification; one is written only where an issuance may read it
+// (ledger.Verification.WorthStoring).
 
 // recentVerification returns the record of name if SSLCI confirmed it
 // recently enough for finalize to use it.
@@ -32,10 +34,35 @@ func (iss *Issuer) recentVerification(ctx context.Context, name string) (ledger.
 	return *rec, rec.ReusableAt(time.Now())
 }
 
-func (iss *Issuer) rememberVerification(ctx context.Context, name string, orderID int64) {
-	if err := iss.Ledger.RememberVerification(ctx, name, orderID); err != nil {
-		// Not fatal: the next issuance verifies the name again.
-		iss.Logger.Warn("storing a verification record", zap.String("identifier", name), zap.Error(err))
+// verificationConfirmed notes that SSLCI confirmed name by order orderID,
+// now: its record is stored once the issuance ends (storeVerifications).
+func (r *run) verificationConfirmed(name string, orderID int64) {
+	v := ledger.Verification{Domain: name, OrderID: orderID, VerifiedAt: time.Now().UTC()}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.confirmed = append(r.confirmed, orderID)
+	r.verified = append(r.verified, v)
+}
+
+// storeVerifications writes the records of the names this call verified,
+// beside the steps left, if an issuance may read them: when leaf, the
+// certificate they were for, renews while SSLCI still accepts them, or
+// when there is no certificate (leaf nil: certmagic tries again).
+func (r *run) storeVerifications(ctx context.Context, leaf *x509.Certificate) {
+	r.mu.Lock()
+	verified := r.verified
+	r.verified = nil
+	r.mu.Unlock()
+	for _, v := range verified {
+		if leaf != nil && !v.WorthStoring(ledger.NewLeaf("", leaf), r.iss.RenewalRatio) {
+			continue
+		}
+		r.meanwhile(ctx, func(ctx context.Context) {
+			if err := r.iss.Ledger.StoreVerification(ctx, v); err != nil {
+				// Not fatal: the next issuance verifies the name again.
+				r.logger.Warn("storing a verification record", zap.String("identifier", v.Domain), zap.Error(err))
+			}
+		})
 	}
 }
 

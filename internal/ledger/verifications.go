@@ -14,6 +14,15 @@ import (
 // issuance reuses it instead of verifying the name again: the issuance
 // skips verifying by it, `caddy sslci status` says by it what the next
 // renewal will do. Every Caddy sharing the storage shares the records.
+//
+// A record is written only where an issuance may read it: when the
+// renewal of the certificate it was made for reuses it (WorthStoring), or
+// when the issuance did not end in a certificate (certmagic tries again).
+// A 90-day certificate renews at day 60, after SSLCI's 29 days: its
+// renewal verifies every name again whatever is stored, and a record
+// would be one more synced write per name for nobody. (Caddy gives each
+// name a certificate of its own, so no other certificate would read it;
+// a forced renewal within the 28 days verifies again.)
 
 // SSLCI lets finalize use a domain verified within the last 29 days
 // (sslci-api.md). The issuer reuses a verification for a day less, so
@@ -43,6 +52,18 @@ func (v Verification) ReusableAt(t time.Time) bool {
 // ReusableUntil is when an issuance stops reusing it.
 func (v Verification) ReusableUntil() time.Time { return v.VerifiedAt.Add(ReuseWindow) }
 
+// WorthStoring says whether v is worth a record for the certificate leaf,
+// issued with it: leaf's renewal under the policy's renewal_window_ratio
+// (0: certmagic's default) reuses it. A certificate due at once renews
+// at once.
+func (v Verification) WorthStoring(leaf Leaf, ratio float64) bool {
+	at := leaf.RenewAt(ratio)
+	if at.Before(v.VerifiedAt) {
+		at = v.VerifiedAt
+	}
+	return v.ReusableAt(at)
+}
+
 // ErrCorrupt is the error of a record that does not parse.
 var ErrCorrupt = errors.New("corrupt record")
 
@@ -65,13 +86,14 @@ func (l *Ledger) Verification(ctx context.Context, name string) (*Verification, 
 	return &v, nil
 }
 
-// RememberVerification records that SSLCI confirmed name now, by order orderID.
-func (l *Ledger) RememberVerification(ctx context.Context, name string, orderID int64) error {
-	data, err := json.Marshal(Verification{Domain: name, OrderID: orderID, VerifiedAt: time.Now().UTC()})
+// StoreVerification writes the record of v, for every Caddy sharing the
+// storage.
+func (l *Ledger) StoreVerification(ctx context.Context, v Verification) error {
+	data, err := json.Marshal(Verification{Domain: v.Domain, OrderID: v.OrderID, VerifiedAt: v.VerifiedAt.UTC()})
 	if err != nil {
 		return err
 	}
-	return l.Storage().Store(ctx, l.Keys.Verification(name), data)
+	return l.Storage().Store(ctx, l.Keys.Verification(v.Domain), data)
 }
 
 // ForgetVerification deletes the record of name.
