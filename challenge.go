@@ -43,10 +43,12 @@ type httpSolver struct {
 	iss *Issuer
 
 	// answeredAt is when the HTTP port last answered a challenge as SSLCI
-	// needs: checkPortHolder is skipped for portCheckInterval after, so a
-	// thousand names starting at once cost one probe, not a thousand.
+	// needs: checkPortHolder is skipped for portCheckInterval after, and
+	// while a probe is out (probing), so a thousand names starting at once
+	// cost one probe, not a thousand.
 	mu         sync.Mutex
 	answeredAt time.Time
+	probing    bool
 }
 
 const portCheckInterval = time.Minute
@@ -141,11 +143,17 @@ func (s *httpSolver) listen() (release func(), inUse bool) {
 func (s *httpSolver) checkPortHolder(ctx context.Context, v *api.Verification) {
 	iss := s.iss
 	s.mu.Lock()
-	recent := time.Since(s.answeredAt) < portCheckInterval
-	s.mu.Unlock()
-	if recent {
+	if s.probing || time.Since(s.answeredAt) < portCheckInterval {
+		s.mu.Unlock()
 		return
 	}
+	s.probing = true
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.probing = false
+		s.mu.Unlock()
+	}()
 	port := iss.httpPort()
 	host := iss.ListenHost
 	if host == "" || host == "0.0.0.0" || host == "::" {

@@ -4,9 +4,12 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/sslci/caddy-sslci"
 	"github.com/sslci/caddy-sslci/sslcitest"
 )
 
@@ -37,4 +40,24 @@ func TestChallengeAnsweredOnlyAsAsked(t *testing.T) {
 			t.Error("the issuer's own listener is still up after the verification")
 		}
 	})
+}
+
+// A burst of new names costs one probe of what holds the HTTP port
+// (checkPortHolder), not one per name: each challenge is read once for
+// SSLCI's check, and once more in all for the probe.
+func TestPortProbedOncePerBurst(t *testing.T) {
+	var loads atomic.Int64
+	t.Cleanup(sslci.CountStorageOps(func(string, string) {}, func(op, key string) {
+		if op == "load" && strings.Contains(key, "/challenge_tokens/") {
+			loads.Add(1)
+		}
+	}))
+	const n = 48
+	e := newEnv(t, sslcitest.Options{})
+	e.startCaddy(e.manySites(n, ""))
+	e.waitForIssued(n, 5*time.Minute)
+	e.checkAllServed(n)
+	if got := loads.Load(); got != n+1 {
+		t.Errorf("challenges read %d times for %d names, want %d: once each for SSLCI's check, once for the probe of the port", got, n, n+1)
+	}
 }
