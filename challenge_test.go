@@ -3,6 +3,7 @@ package sslci_test
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/http"
 	"strings"
 	"sync/atomic"
@@ -60,4 +61,44 @@ func TestPortProbedOncePerBurst(t *testing.T) {
 	if got := loads.Load(); got != n+1 {
 		t.Errorf("challenges read %d times for %d names, want %d: once each for SSLCI's check, once for the probe of the port", got, n, n+1)
 	}
+}
+
+// A port found held by another server is not bound again for 10 s: in a
+// burst of checks, a bind costs the kernel a walk of every socket on the
+// port. A server that left the port is noticed by the next try after that.
+func TestPortInUseRemembered(t *testing.T) {
+	e := newEnv(t, sslcitest.Options{})
+	iss := e.startIssuer(nil)
+	addr := fmt.Sprintf("127.0.0.1:%d", e.httpPort)
+	holder, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if release, inUse := sslci.ListenForCheck(iss); !inUse {
+		release()
+		t.Fatal("the port another listener holds was taken")
+	}
+	holder.Close()
+	release, inUse := sslci.ListenForCheck(iss)
+	if !inUse {
+		t.Error("the port found in use was bound again at once")
+	}
+	release()
+	if c, err := net.Dial("tcp", addr); err == nil {
+		c.Close()
+		t.Error("something listens on the port: the issuer bound it")
+	}
+
+	t.Cleanup(sslci.SetPortRebindInterval(0)) // as 10 s later
+	release, inUse = sslci.ListenForCheck(iss)
+	if inUse {
+		t.Fatal("the port left free was not taken on the next try")
+	}
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Errorf("the issuer's own listener does not answer: %v", err)
+	} else {
+		c.Close()
+	}
+	release()
 }

@@ -105,3 +105,16 @@ func (s countingStorage) Unlock(ctx context.Context, name string) error {
 
 // PairParses is how many key pairs the key storage has parsed so far.
 func PairParses() int64 { return pairParses.Load() }
+
+// ListenForCheck is what the HTTP solver does before SSLCI's check: serve
+// on the HTTP port if nothing listens there (inUse false; release stops it).
+func ListenForCheck(iss *Issuer) (release func(), inUse bool) {
+	return (&httpSolver{iss: iss}).listen()
+}
+
+// SetPortRebindInterval sets how long a port found in use is not bound again.
+func SetPortRebindInterval(d time.Duration) (restore func()) {
+	old := portRebindInterval
+	portRebindInterval = d
+	return func() { portRebindInterval = old }
+}
