@@ -110,6 +110,7 @@ type Metadata struct {
 // pending are cancelled and no challenge is left behind. Its errors start
 // with "sslci: " and end with a hint where the cause is known.
 func (iss *Issuer) Issue(ctx context.Context, csr *x509.CertificateRequest) (*certmagic.IssuedCertificate, error) {
+	defer iss.Ledger.Issuing()()
 	names, err := CSRNames(csr)
 	if err == nil {
 		err = CheckNames(names, iss.Method)

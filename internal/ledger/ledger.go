@@ -23,6 +23,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/certmagic"
@@ -47,6 +48,14 @@ type Ledger struct {
 	live       map[string]bool // record keys of requests in flight in this process
 	once       sync.Mutex      // held by EnsureFloor: one GET list, not one per name
 	sweep      sweepState
+	issuing    atomic.Int64 // issuances in flight in this process (Issuing)
+}
+
+// Issuing counts an issuance in flight in this process until done is
+// called: the sweep waits for a burst of them to end (StartSweep).
+func (l *Ledger) Issuing() (done func()) {
+	l.issuing.Add(1)
+	return func() { l.issuing.Add(-1) }
 }
 
 // SetStorage sets the storage the ledger is in (certmagic's config's,

@@ -196,6 +196,13 @@ func (l *Ledger) settle(ctx context.Context, g group) error {
 	return nil
 }
 
+// sweepMaxWait bounds how long the sweep waits, after its delay, for the
+// issuances in flight to end; sweepPoll is how often it looks.
+var (
+	sweepMaxWait = 2 * time.Minute
+	sweepPoll    = time.Second
+)
+
 // sweepState is the background sweep's.
 type sweepState struct {
 	stop    context.CancelFunc
@@ -205,7 +212,11 @@ type sweepState struct {
 // StartSweep reconciles, once, in the background, delay after now, the
 // records a Caddy that died left: under certmagic's issue lock of each
 // name involved, so that it never races an issuance of a live Caddy on
-// the same storage. A second call does nothing; StopSweep stops it.
+// the same storage. If issuances are in flight in this process then (a
+// start with thousands of names), it waits for a moment with none, up to
+// sweepMaxWait more: it reads every record not in its index and marks each
+// certificate seen stored, a write each, which would compete with them
+// for the storage. A second call does nothing; StopSweep stops it.
 func (l *Ledger) StartSweep(delay time.Duration) {
 	ctx, cancel := context.WithCancel(context.Background())
 	l.mu.Lock()
@@ -222,6 +233,13 @@ func (l *Ledger) StartSweep(delay time.Duration) {
 		case <-ctx.Done():
 			return
 		case <-time.After(delay):
+		}
+		for quiet := time.Now().Add(sweepMaxWait); l.issuing.Load() > 0 && time.Now().Before(quiet); {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(sweepPoll):
+			}
 		}
 		if err := l.Sweep(ctx); err != nil && ctx.Err() == nil {
 			l.Logger.Warn("reconciling the ledger with SSLCI; the next issuance of these names will", zap.Error(err))

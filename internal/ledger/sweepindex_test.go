@@ -5,6 +5,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // A sweep reads a stored certificate's record once: the next sweep finds it
@@ -57,4 +58,48 @@ func TestSweepReadsStoredRecordsOnce(t *testing.T) {
 	}
 	sweep("sweep with a damaged index", 3)
 	sweep("sweep after", 0)
+}
+
+// The sweep started while issuances are in flight (a start with thousands
+// of names) waits for a moment with none, up to sweepMaxWait: it reads
+// and rewrites records, which would compete with them for the storage.
+func TestSweepWaitsForIssuances(t *testing.T) {
+	oldPoll, oldMax := sweepPoll, sweepMaxWait
+	sweepPoll = time.Millisecond
+	t.Cleanup(func() { sweepPoll, sweepMaxWait = oldPoll, oldMax })
+	// swept waits for the sweep's last write, its index.
+	swept := func(e *env) bool {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+			if _, err := e.storage.FileStorage.Load(context.Background(), e.ledger.Keys.SweepIndex()); err == nil {
+				return true
+			}
+		}
+		return false
+	}
+
+	e := newEnv(t)
+	e.obtain(true, "a.test")
+	done := e.ledger.Issuing()
+	e.ledger.StartSweep(0)
+	t.Cleanup(e.ledger.StopSweep)
+	time.Sleep(100 * time.Millisecond)
+	if e.storage.FileStorage.Exists(context.Background(), e.ledger.Keys.SweepIndex()) {
+		t.Fatal("the sweep ran while an issuance was in flight")
+	}
+	done()
+	if !swept(e) {
+		t.Error("the sweep did not run once the issuance ended")
+	}
+
+	// Issuances that never end delay it by sweepMaxWait at most.
+	sweepMaxWait = 50 * time.Millisecond
+	e2 := newEnv(t)
+	e2.obtain(true, "b.test")
+	defer e2.ledger.Issuing()()
+	e2.ledger.StartSweep(0)
+	t.Cleanup(e2.ledger.StopSweep)
+	if !swept(e2) {
+		t.Error("the sweep waited past sweepMaxWait for an issuance that did not end")
+	}
 }
