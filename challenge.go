@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/caddyserver/caddy/v2/modules/caddytls"
 
 	"github.com/sslci/caddy-sslci/api"
@@ -65,7 +66,10 @@ func (s *httpSolver) Present(ctx context.Context, v *api.Verification, rec *ledg
 	if err != nil {
 		return nil, err
 	}
-	release, inUse := s.listen()
+	release, inUse := func() {}, true
+	if !iss.awaitHTTPApp(ctx) {
+		release, inUse = s.listen()
+	}
 	if inUse {
 		s.checkPortHolder(ctx, v)
 	}
@@ -102,13 +106,87 @@ var (
 	fallbackMu      sync.Mutex
 	fallbackServers = map[string]*fallbackServer{}
 	portsHeld       = map[string]time.Time{}
+	httpAppUp       = map[int]time.Time{} // when the HTTP app's server on a port last answered
 )
+
+// httpAppWait bounds how long a verification waits for the HTTP app's own
+// server on the HTTP port to listen (awaitHTTPApp).
+const httpAppWait = 10 * time.Second
 
 var portRebindInterval = 10 * time.Second
 
 type fallbackServer struct {
 	srv   *http.Server
 	users int
+}
+
+// awaitHTTPApp says whether a server of this Caddy's HTTP app listens on
+// the HTTP port, and if so waits (up to httpAppWait) until it does. At a
+// start, certmagic may begin obtaining the certificates of
+// tls.certificates.automate before the HTTP app has bound its listeners
+// (Caddy starts its apps in no fixed order; at 10,000 names the TLS app's
+// start took over a second): a fallback listener taken then would make the
+// HTTP app's bind fail, and the whole config with it.
+func (iss *Issuer) awaitHTTPApp(ctx context.Context) bool {
+	port := iss.httpPort()
+	addrs := iss.httpAppAddrs(port)
+	if len(addrs) == 0 {
+		return false
+	}
+	fallbackMu.Lock()
+	at, seen := httpAppUp[port]
+	fallbackMu.Unlock()
+	if seen && time.Since(at) < portRebindInterval {
+		return true
+	}
+	ctx, cancel := context.WithTimeout(ctx, httpAppWait)
+	defer cancel()
+	for {
+		for _, addr := range addrs {
+			if c, err := (&net.Dialer{Timeout: 250 * time.Millisecond}).DialContext(ctx, "tcp", addr); err == nil {
+				c.Close()
+				fallbackMu.Lock()
+				httpAppUp[port] = time.Now()
+				fallbackMu.Unlock()
+				return true
+			}
+		}
+		select {
+		case <-ctx.Done():
+			iss.logger.Warn("the HTTP app's server on the HTTP port does not answer; SSLCI's check may fail",
+				zap.Strings("addresses", addrs))
+			return true // never take the port of Caddy's own server
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// httpAppAddrs are the addresses to reach the servers of this Caddy's HTTP
+// app that listen on port (a wildcard host as loopback), if any.
+func (iss *Issuer) httpAppAddrs(port int) []string {
+	if iss.caddyCtx.Context == nil {
+		return nil
+	}
+	app, err := iss.caddyCtx.AppIfConfigured("http")
+	httpApp, ok := app.(*caddyhttp.App)
+	if err != nil || !ok {
+		return nil
+	}
+	var addrs []string
+	for _, srv := range httpApp.Servers {
+		for _, l := range srv.Listen {
+			na, err := caddy.ParseNetworkAddress(l)
+			if err != nil || na.IsUnixNetwork() || uint(port) < na.StartPort || uint(port) > na.EndPort {
+				continue
+			}
+			host := na.Host
+			if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+				host = "127.0.0.1"
+			}
+			addrs = append(addrs, net.JoinHostPort(host, strconv.Itoa(port)))
+		}
+	}
+	return addrs
 }
 
 // listen starts serving challenges on the HTTP port if nothing listens

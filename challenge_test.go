@@ -102,3 +102,43 @@ func TestPortInUseRemembered(t *testing.T) {
 	}
 	release()
 }
+
+// A verification that starts before the HTTP app has bound the HTTP port
+// (at a start, certmagic may begin obtaining tls.certificates.automate
+// while the HTTP app is still starting: Caddy starts its apps in no fixed
+// order) waits for the HTTP app's server and never takes that port: a
+// fallback listener there would make the HTTP app's bind fail, and the
+// whole config with it (seen at 10,000 names).
+func TestFallbackLeavesTheHTTPAppsPort(t *testing.T) {
+	e := newEnv(t, sslcitest.Options{})
+	e.startCaddy(e.siteConfig("", "app.test", ""))
+	e.waitForCertificate("app.test", nil, time.Minute)
+	iss := activeIssuers(t)[0]
+	if !sslci.AwaitHTTPApp(iss) {
+		t.Fatal("the HTTP app's server on the HTTP port is not seen")
+	}
+	// Stopped, the issuer keeps its config: its HTTP app has a server on
+	// the port, which nothing listens on, as at a start.
+	e.stopCaddy()
+	sslci.ForgetPorts()
+	addr := fmt.Sprintf("127.0.0.1:%d", e.httpPort)
+	bound := make(chan error, 1)
+	go func() {
+		time.Sleep(300 * time.Millisecond) // the HTTP app's start, late
+		ln, err := net.Listen("tcp", addr)
+		if err == nil {
+			t.Cleanup(func() { ln.Close() })
+		}
+		bound <- err
+	}()
+	start := time.Now()
+	if !sslci.AwaitHTTPApp(iss) {
+		t.Error("the port of the HTTP app's server was taken for a fallback listener")
+	}
+	if err := <-bound; err != nil {
+		t.Fatalf("the HTTP app could not bind its port: %v", err)
+	}
+	if waited := time.Since(start); waited < 250*time.Millisecond {
+		t.Errorf("the verification went on after %v, before the HTTP app's server listened", waited)
+	}
+}

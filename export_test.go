@@ -118,3 +118,16 @@ func SetPortRebindInterval(d time.Duration) (restore func()) {
 	portRebindInterval = d
 	return func() { portRebindInterval = old }
 }
+
+// AwaitHTTPApp is what the HTTP solver asks before taking the HTTP port:
+// whether this Caddy's HTTP app has a server there, waited for.
+func AwaitHTTPApp(iss *Issuer) bool { return iss.awaitHTTPApp(context.Background()) }
+
+// ForgetPorts forgets which ports were found held, and when the HTTP app's
+// server last answered.
+func ForgetPorts() {
+	fallbackMu.Lock()
+	defer fallbackMu.Unlock()
+	clear(portsHeld)
+	clear(httpAppUp)
+}

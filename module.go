@@ -145,6 +145,9 @@ type Issuer struct {
 	// (admin.go).
 	magic atomic.Pointer[certmagic.Config]
 
+	// caddyCtx is the context of the config the issuer was provisioned in:
+	// its HTTP app's servers are looked up at a verification (challenge.go).
+	caddyCtx caddy.Context
 	// stopped is done once the issuer is cleaned up: what runs in the
 	// background for it stops.
 	stopped context.Context
@@ -164,6 +167,7 @@ func (*Issuer) CaddyModule() caddy.ModuleInfo {
 // are replaced, as Caddy's ACME issuer does. Its errors, and the api
 // package's it returns, start with "sslci: ".
 func (iss *Issuer) Provision(ctx caddy.Context) error {
+	iss.caddyCtx = ctx
 	iss.logger = ctx.Logger()
 	iss.stopped, iss.stop = context.WithCancel(context.Background())
 	repl := caddy.NewReplacer()
