@@ -113,6 +113,8 @@ var (
 // server on the HTTP port to listen (awaitHTTPApp).
 const httpAppWait = 10 * time.Second
 
+// portRebindInterval is how long a port found held (portsHeld), or the
+// HTTP app's server found answering (httpAppUp), is taken as still so.
 var portRebindInterval = 10 * time.Second
 
 type fallbackServer struct {
