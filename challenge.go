@@ -97,49 +97,62 @@ func (iss *Issuer) httpPort() int {
 }
 
 // fallbackServers are this process's own challenge listeners, by address,
-// shared by the names being verified at the same time. portsHeld is when a
-// listen last found each address held by another server (Caddy's HTTP
-// server, as a rule): binding a port in use costs the kernel a walk of every
-// socket on that port, thousands in a burst of checks (2.4 s of Caddy's CPU
-// at 10,000 names), so it is tried again only portRebindInterval later.
+// shared by the names being verified at the same time. portsHeld is when
+// each address was last found held by another server (a bind refused, or
+// the HTTP app's server answering): binding a port in use costs the kernel
+// a walk of every socket on that port, thousands in a burst of checks (2.4 s
+// of Caddy's CPU at 10,000 names), so it is looked at again only
+// portRebindInterval later.
 var (
 	fallbackMu      sync.Mutex
 	fallbackServers = map[string]*fallbackServer{}
 	portsHeld       = map[string]time.Time{}
-	httpAppUp       = map[int]time.Time{} // when the HTTP app's server on a port last answered
 )
+
+var portRebindInterval = 10 * time.Second
 
 // httpAppWait bounds how long a verification waits for the HTTP app's own
 // server on the HTTP port to listen (awaitHTTPApp).
 const httpAppWait = 10 * time.Second
 
-// portRebindInterval is how long a port found held (portsHeld), or the
-// HTTP app's server found answering (httpAppUp), is taken as still so.
-var portRebindInterval = 10 * time.Second
+// heldRecently says whether addr was found held within portRebindInterval.
+func heldRecently(addr string) bool {
+	fallbackMu.Lock()
+	defer fallbackMu.Unlock()
+	return heldRecentlyLocked(addr)
+}
+
+func heldRecentlyLocked(addr string) bool {
+	at, ok := portsHeld[addr]
+	return ok && time.Since(at) < portRebindInterval
+}
+
+// listenAddr is where the fallback listener would listen.
+func (iss *Issuer) listenAddr() string {
+	return net.JoinHostPort(iss.ListenHost, strconv.Itoa(iss.httpPort()))
+}
 
 type fallbackServer struct {
 	srv   *http.Server
 	users int
 }
 
-// awaitHTTPApp says whether a server of this Caddy's HTTP app listens on
-// the HTTP port, and if so waits (up to httpAppWait) until it does. At a
+// awaitHTTPApp says whether the HTTP port is not to be bound: found held
+// recently, or a server of this Caddy's HTTP app listens on it, waited for
+// (up to httpAppWait) until it does. At a
 // start, certmagic may begin obtaining the certificates of
 // tls.certificates.automate before the HTTP app has bound its listeners
 // (Caddy starts its apps in no fixed order; at 10,000 names the TLS app's
 // start took over a second): a fallback listener taken then would make the
 // HTTP app's bind fail, and the whole config with it.
 func (iss *Issuer) awaitHTTPApp(ctx context.Context) bool {
-	port := iss.httpPort()
-	addrs := iss.httpAppAddrs(port)
+	own := iss.listenAddr()
+	if heldRecently(own) {
+		return true
+	}
+	addrs := iss.httpAppAddrs(iss.httpPort())
 	if len(addrs) == 0 {
 		return false
-	}
-	fallbackMu.Lock()
-	at, seen := httpAppUp[port]
-	fallbackMu.Unlock()
-	if seen && time.Since(at) < portRebindInterval {
-		return true
 	}
 	ctx, cancel := context.WithTimeout(ctx, httpAppWait)
 	defer cancel()
@@ -148,7 +161,7 @@ func (iss *Issuer) awaitHTTPApp(ctx context.Context) bool {
 			if c, err := (&net.Dialer{Timeout: 250 * time.Millisecond}).DialContext(ctx, "tcp", addr); err == nil {
 				c.Close()
 				fallbackMu.Lock()
-				httpAppUp[port] = time.Now()
+				portsHeld[own] = time.Now()
 				fallbackMu.Unlock()
 				return true
 			}
@@ -196,14 +209,14 @@ func (iss *Issuer) httpAppAddrs(port int) []string {
 // A port in use (inUse) is the normal case: Caddy's HTTP server is there.
 func (s *httpSolver) listen() (release func(), inUse bool) {
 	iss := s.iss
-	addr := net.JoinHostPort(iss.ListenHost, strconv.Itoa(iss.httpPort()))
+	addr := iss.listenAddr()
 	fallbackMu.Lock()
 	defer fallbackMu.Unlock()
 	if fs, ok := fallbackServers[addr]; ok {
 		fs.users++
 		return func() { s.release(addr) }, false
 	}
-	if at, ok := portsHeld[addr]; ok && time.Since(at) < portRebindInterval {
+	if heldRecentlyLocked(addr) {
 		return func() {}, true
 	}
 	ln, err := net.Listen("tcp", addr)

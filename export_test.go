@@ -123,11 +123,9 @@ func SetPortRebindInterval(d time.Duration) (restore func()) {
 // whether this Caddy's HTTP app has a server there, waited for.
 func AwaitHTTPApp(iss *Issuer) bool { return iss.awaitHTTPApp(context.Background()) }
 
-// ForgetPorts forgets which ports were found held, and when the HTTP app's
-// server last answered.
+// ForgetPorts forgets which ports were found held.
 func ForgetPorts() {
 	fallbackMu.Lock()
 	defer fallbackMu.Unlock()
 	clear(portsHeld)
-	clear(httpAppUp)
 }

@@ -141,11 +141,10 @@ type run struct {
 	logger *zap.Logger // the issuer's, with the certificate's names
 	names  []string
 
-	mu        sync.Mutex
-	orders    map[string]*ledger.OrderRecord // the orders this call uses, by name
-	reused    map[string]int64               // recent verifications' orders reused, by name
-	confirmed []int64                        // of those, the ones SSLCI confirmed
-	verified  []ledger.Verification          // their verifications, not yet stored
+	mu       sync.Mutex
+	orders   map[string]*ledger.OrderRecord // the orders this call uses, by name
+	reused   map[string]int64               // recent verifications' orders reused, by name
+	verified []ledger.Verification          // the verifications SSLCI confirmed to this call
 	// unsettled: a request's answer was lost, or a refused certificate
 	// could not be deleted: reconcile before sending again, and on the way out.
 	unsettled bool
@@ -332,7 +331,7 @@ func (r *run) cleanUp(failed bool) {
 	r.mu.Lock()
 	var pending []*ledger.OrderRecord
 	for _, rec := range r.orders {
-		if !slices.Contains(r.confirmed, rec.OrderID) {
+		if !slices.ContainsFunc(r.verified, func(v ledger.Verification) bool { return v.OrderID == rec.OrderID }) {
 			pending = append(pending, rec)
 		}
 	}

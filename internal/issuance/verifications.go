@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/x509"
 	"errors"
+	"slices"
 	"time"
 
 	"go.uber.org/zap"
@@ -40,21 +41,24 @@ func (r *run) verificationConfirmed(name string, orderID int64) {
 	v := ledger.Verification{Domain: name, OrderID: orderID, VerifiedAt: time.Now().UTC()}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.confirmed = append(r.confirmed, orderID)
 	r.verified = append(r.verified, v)
 }
 
 // storeVerifications writes the records of the names this call verified,
 // beside the steps left, if an issuance may read them: when leaf, the
 // certificate they were for, renews while SSLCI still accepts them, or
-// when there is no certificate (leaf nil: certmagic tries again).
+// when there is no certificate (leaf nil: certmagic tries again). Issue
+// calls it once: with the certificate, or with nil on failure.
 func (r *run) storeVerifications(ctx context.Context, leaf *x509.Certificate) {
 	r.mu.Lock()
-	verified := r.verified
-	r.verified = nil
+	verified := slices.Clone(r.verified)
 	r.mu.Unlock()
+	var issued ledger.Leaf
+	if leaf != nil {
+		issued = ledger.NewLeaf("", leaf)
+	}
 	for _, v := range verified {
-		if leaf != nil && !v.WorthStoring(ledger.NewLeaf("", leaf), r.iss.RenewalRatio) {
+		if leaf != nil && !v.WorthStoring(issued, r.iss.RenewalRatio) {
 			continue
 		}
 		r.meanwhile(ctx, func(ctx context.Context) {
