@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -602,5 +603,39 @@ func TestCheckEndpoint(t *testing.T) {
 	}
 	if _, err := api.New("", ""); err == nil || !strings.Contains(err.Error(), "token is empty") {
 		t.Errorf("New with no token = %v", err)
+	}
+}
+
+// A deadline that ends a retry while it waits for the server still reports
+// what the server said before (a 500 here), as a deadline during the
+// back-off does, not a bare timeout.
+func TestDeadlineDuringRetryKeepsServerError(t *testing.T) {
+	var n atomic.Int64
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if n.Add(1) > 1 {
+			<-r.Context().Done() // the retry: no answer before the deadline
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusInternalServerError)
+		fmt.Fprint(w, `{"status":false,"message":"database unavailable"}`)
+	})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	c, err := api.New("http://"+ln.Addr().String()+"/api", "tok-deadline")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Retry = api.RetryPolicy{MaxAttempts: 5, MinBackoff: time.Millisecond, MaxBackoff: time.Millisecond}
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	_, err = c.List(ctx)
+	var apiErr *api.Error
+	if !errors.Is(err, api.ErrServer) || !errors.As(err, &apiErr) || apiErr.Attempts != 2 || !strings.Contains(err.Error(), "database unavailable") {
+		t.Fatalf("err = %v, want the server's 500 after 2 attempts", err)
 	}
 }

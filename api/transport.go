@@ -55,6 +55,12 @@ func (c *Client) do(ctx context.Context, op Op, method string, body, out any) (e
 		if err == nil {
 			return env, nil
 		}
+		if last != nil && ctx.Err() != nil {
+			// The context ended this attempt: as above, what the server
+			// said before matters more than the deadline.
+			last.Attempts = attempt
+			return env, last
+		}
 		err.Attempts, last = attempt, err
 		if !retryable(err, idempotent, written) || attempt >= policy.MaxAttempts || ctx.Err() != nil {
 			return env, err
