@@ -45,10 +45,12 @@ func testResults() *results {
 func TestMarkdownTable(t *testing.T) {
 	md := testResults().markdown()
 	for _, row := range []string{
-		"| names | Caddy's internal CA | sslci + simulator | sslci / internal | ACME + Pebble |",
-		"| 1 | 0.030 s | 0.041 s | 1.37× | 0.560 s |", // the medians of three runs, and their ratio
-		"| 10 | | 0.105 s | | |",
-		"| 1000 | 3.00 s | 3.90 s | 1.30× | not run (-acme-max 100): about 1000 s |",
+		"| names | Caddy's internal CA | sslci + simulator | sslci / internal | each turn | Caddy CPU, sslci / internal | ACME + Pebble |",
+		// the medians of three runs, their ratio; the one turn with both
+		// issuers (sslci ran once) and its ratio of Caddy's CPU
+		"| 1 | 0.030 s | 0.041 s | 1.37× |  | 1.64× | 0.560 s |",
+		"| 10 | | 0.105 s | | | | |",
+		"| 1000 | 3.00 s | 3.90 s | 1.30× |  | 2.60× | not run (-acme-max 100): about 1000 s |",
 		"| Caddy CPU | simulator CPU | Caddy peak RSS |",
 		"a real SSLCI (or Let's Encrypt) does on its own machines",
 		"| sslci + simulator | 1000 | 3000 | 3.0 | 1 | 7.80 s | 1.95 s | 50 MiB |",
@@ -100,5 +102,21 @@ func TestSVGIsWellFormed(t *testing.T) {
 		if !strings.Contains(svg, text) {
 			t.Errorf("results.svg lacks %q", text)
 		}
+	}
+}
+
+// The turns' ratios are paired run by run, in the order the issuers took
+// turns, not from the medians.
+func TestMarkdownTurns(t *testing.T) {
+	r := &results{}
+	for i, s := range [][2]float64{{1, 2}, {2, 3}, {1.5, 4.5}} {
+		r.Issuance = append(r.Issuance,
+			issuance{Issuer: issuerInternal, Names: 100, Seconds: s[0], CPUSeconds: s[0]},
+			issuance{Issuer: issuerSSLCI, Names: 100, Seconds: s[1], CPUSeconds: s[1] * float64(i+1)})
+	}
+	md := r.markdown()
+	// medians 1.5 s and 3 s; turns 2×, 1.5×, 3×; CPU 2×, 3×, 9×
+	if row := "| 100 | 1.50 s | 3.00 s | 2.00× | 1.50–3.00× | 3.00× |"; !strings.Contains(md, row) {
+		t.Errorf("results.md lacks %q:\n%s", row, md)
 	}
 }
