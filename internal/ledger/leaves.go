@@ -53,16 +53,23 @@ func ParseCertificates(data []byte) ([]*x509.Certificate, error) {
 	return certs, nil
 }
 
-// ParseLeaf is the first certificate of a PEM chain.
+// ParseLeaf is the first certificate of a PEM chain, read as certmagic
+// reads a stored one (tls.X509KeyPair parses the first CERTIFICATE block
+// and only carries the others): a chain whose later certificates do not
+// parse is still what Caddy serves, so it is still stored. (Parsing the
+// whole chain here took such a certificate for one not stored, which the
+// sweep could delete at SSLCI.)
 func ParseLeaf(data []byte) (*x509.Certificate, error) {
-	certs, err := ParseCertificates(data)
-	if err != nil {
-		return nil, err
+	for {
+		var block *pem.Block
+		block, data = pem.Decode(data)
+		if block == nil {
+			return nil, errors.New("no PEM certificate found")
+		}
+		if block.Type == "CERTIFICATE" {
+			return x509.ParseCertificate(block.Bytes)
+		}
 	}
-	if len(certs) == 0 {
-		return nil, errors.New("no certificate")
-	}
-	return certs[0], nil
 }
 
 // ReadLeaf reads the certificate stored at key: nil if there is none, or
