@@ -334,8 +334,8 @@ const sweepWait = 75 * time.Second
 // runRestart starts a Caddy on w's storage, in which obtainAll stored
 // leaves, loads the same config, and times until every name is served its
 // stored certificate. With sweep, it then waits for the sslci issuer's
-// sweep.
-func runRestart(ctx context.Context, w *world, leaves map[string][]byte, sweep bool) (restart, error) {
+// sweep. With prof, Caddy's CPU profile covers the restart.
+func runRestart(ctx context.Context, w *world, leaves map[string][]byte, sweep bool, prof *profiler) (restart, error) {
 	names := slices.Sorted(maps.Keys(leaves))
 	res := restart{Issuer: w.issuer, Names: len(names)}
 	ctx, cancel := context.WithTimeout(ctx, time.Minute+sweepWait+time.Duration(len(names))*2*time.Second)
@@ -350,6 +350,12 @@ func runRestart(ctx context.Context, w *world, leaves map[string][]byte, sweep b
 	if err != nil {
 		return res, err
 	}
+	var cpuProfile func() ([]byte, error)
+	if prof != nil {
+		if cpuProfile, err = p.startCPUProfile(ctx, prof.seconds); err != nil {
+			return res, p.withLog(err)
+		}
+	}
 	flushDisk()
 	start := time.Now()
 	if err := p.load(ctx, w.site(names).config()); err != nil {
@@ -359,6 +365,11 @@ func runRestart(ctx context.Context, w *world, leaves map[string][]byte, sweep b
 		return res, p.withLog(err)
 	}
 	res.Seconds = time.Since(start).Seconds()
+	if prof != nil {
+		if err := prof.save(ctx, p, fmt.Sprintf("%s-%d-restart", w.issuer, len(names)), cpuProfile, nil); err != nil {
+			return res, err
+		}
+	}
 	res.API = w.ca.counts().since(before)
 	if !sweep || w.issuer != issuerSSLCI {
 		return res, nil

@@ -49,7 +49,7 @@ func run(ctx context.Context, args []string) (err error) {
 	onDemandNames := fs.Int("on-demand", 5, "new names handshaken one after another in the on-demand run (0 skips it)")
 	restartNames := fs.Int("restart", -1, "names in the restart case, for the internal and sslci issuers (-1: the largest of -sizes up to 1000; 0 skips it)")
 	restartSweep := fs.Bool("restart-sweep", false, "in the last restart, also count the sslci issuer's requests until its sweep, a minute after the start")
-	profileDir := fs.String("profile", "", "write Caddy's CPU and allocation profiles of one more run of the largest size, for the internal and sslci issuers, into this folder")
+	profileDir := fs.String("profile", "", "write Caddy's CPU and allocation profiles of one more run of the largest size, for the internal and sslci issuers, into this folder, and a CPU profile of one more restart of each (-restart)")
 	out := fs.String("out", filepath.Join(here, "results"), "where to write results.json, results.md and results.svg")
 	issuersFlag := fs.String("issuers", strings.Join(allIssuers, ","), "which issuers to run, alternated in each repeat")
 	repeat := fs.Int("repeat", 3, "runs of each issuer and size; the tables show the median run")
@@ -154,7 +154,7 @@ func run(ctx context.Context, args []string) (err error) {
 	if *restartNames == 0 {
 		fmt.Fprintln(os.Stderr, "restart case skipped (-restart 0, or no size up to 1000: give -restart N)")
 	} else {
-		if res.Restart, err = restarts(ctx, issuers, bin, tmp, *restartNames, *repeat, *restartSweep); err != nil {
+		if res.Restart, err = restarts(ctx, issuers, bin, tmp, *restartNames, *repeat, *restartSweep, *profileDir); err != nil {
 			return err
 		}
 	}
@@ -201,7 +201,9 @@ func issue(ctx context.Context, iss, bin, tmp string, n int, prof *profiler) (is
 // restarts runs the restart case for the internal and sslci issuers among
 // issuers: each world's storage gets n certificates once, then each
 // repeat restarts a Caddy on every world in turn.
-func restarts(ctx context.Context, issuers []string, bin, tmp string, n, repeat int, sweep bool) ([]restart, error) {
+// With profileDir, each issuer's world restarts once more, not in the
+// tables, under a CPU profile of Caddy.
+func restarts(ctx context.Context, issuers []string, bin, tmp string, n, repeat int, sweep bool, profileDir string) ([]restart, error) {
 	var worlds []*world
 	var leaves []map[string][]byte
 	defer func() {
@@ -229,7 +231,7 @@ func restarts(ctx context.Context, issuers []string, bin, tmp string, n, repeat 
 	var out []restart
 	for rep := range repeat {
 		for i, w := range worlds {
-			r, err := runRestart(ctx, w, leaves[i], sweep && rep == repeat-1)
+			r, err := runRestart(ctx, w, leaves[i], sweep && rep == repeat-1, nil)
 			if err != nil {
 				return nil, fmt.Errorf("%s, restart: %w", w.issuer, err)
 			}
@@ -241,6 +243,23 @@ func restarts(ctx context.Context, issuers []string, bin, tmp string, n, repeat 
 			}
 			fmt.Fprintln(os.Stderr)
 			out = append(out, r)
+		}
+	}
+	if profileDir == "" {
+		return out, nil
+	}
+	for i, w := range worlds {
+		// The profile's length: the slowest restart's and a margin.
+		slowest := 0.0
+		for _, r := range out {
+			if r.Issuer == w.issuer {
+				slowest = max(slowest, r.Seconds)
+			}
+		}
+		prof := &profiler{dir: profileDir, seconds: int(math.Ceil(1.5*slowest)) + 2}
+		fmt.Fprintf(os.Stderr, "%-8s restart, %d names, profiled for %d s (not in the tables):\n", w.issuer, n, prof.seconds)
+		if _, err := runRestart(ctx, w, leaves[i], false, prof); err != nil {
+			return nil, fmt.Errorf("%s, profiled restart: %w", w.issuer, err)
 		}
 	}
 	return out, nil

@@ -91,8 +91,8 @@ func startBenchProfile() (stop func() []byte, err error) {
 
 // save writes Caddy's allocations so far, then its CPU profile once
 // cpuProfile has it, as dir/<name>-allocs.pprof and -cpu.pprof, and the
-// benchmark's own as -benchmark-cpu.pprof, with the top 25 of each beside
-// them (.txt).
+// benchmark's own (if any) as -benchmark-cpu.pprof, with the top 25 of
+// each beside them (.txt).
 func (pr *profiler) save(ctx context.Context, p *caddyProc, name string, cpuProfile func() ([]byte, error), benchCPU []byte) error {
 	allocs, err := p.get(ctx, "/debug/pprof/allocs")
 	if err != nil {
@@ -109,6 +109,9 @@ func (pr *profiler) save(ctx context.Context, p *caddyProc, name string, cpuProf
 		kind string
 		data []byte
 	}{{"cpu", cpu}, {"allocs", allocs}, {"benchmark-cpu", benchCPU}} {
+		if prof.data == nil {
+			continue
+		}
 		file := filepath.Join(pr.dir, name+"-"+prof.kind+".pprof")
 		if err := os.WriteFile(file, prof.data, 0o644); err != nil {
 			return err
