@@ -63,6 +63,10 @@ type countingStorage struct {
 	saw func(op, key string)
 }
 
+// String is the storage's own: the same storage, told apart by String as
+// certmagic and the expiry index tell storages apart.
+func (s countingStorage) String() string { return storageID(s.Storage) }
+
 func (s countingStorage) Store(ctx context.Context, key string, value []byte) error {
 	s.saw("store", key)
 	return s.Storage.Store(ctx, key, value)
@@ -128,4 +132,12 @@ func ForgetPorts() {
 	fallbackMu.Lock()
 	defer fallbackMu.Unlock()
 	clear(portsHeld)
+}
+
+// SetExpiryQuiet sets how long the expiry index must go without a put
+// before the expiry watch reads what certmagic did not load.
+func SetExpiryQuiet(d time.Duration) (restore func()) {
+	old := expiryQuiet
+	expiryQuiet = d
+	return func() { expiryQuiet = old }
 }

@@ -112,8 +112,9 @@ func (l *Ledger) leavesFor(ctx context.Context, sets [][]string) ([]Leaf, error)
 }
 
 // StoredLeaves reads every certificate certmagic stores for this issuer
-// (certificates/<issuer key>/<names key>/<names key>.crt).
-func (l *Ledger) StoredLeaves(ctx context.Context) ([]Leaf, error) {
+// (certificates/<issuer key>/<names key>/<names key>.crt), but for those
+// whose key skip (if not nil) says the caller knows already.
+func (l *Ledger) StoredLeaves(ctx context.Context, skip func(key string) bool) ([]Leaf, error) {
 	storage := l.Storage()
 	keys, err := l.storedCertKeys(ctx)
 	if err != nil {
@@ -121,6 +122,9 @@ func (l *Ledger) StoredLeaves(ctx context.Context) ([]Leaf, error) {
 	}
 	var leaves []Leaf
 	for _, key := range keys {
+		if skip != nil && skip(key) {
+			continue
+		}
 		leaf, err := ReadLeaf(ctx, storage, key)
 		if err != nil {
 			return nil, err

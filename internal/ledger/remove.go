@@ -50,7 +50,7 @@ func (l *Ledger) Mark(ctx context.Context, only *Leaf) (*Marked, error) {
 	var leaves []Leaf
 	if only != nil {
 		leaves = []Leaf{*only}
-	} else if leaves, err = l.StoredLeaves(ctx); err != nil {
+	} else if leaves, err = l.StoredLeaves(ctx, nil); err != nil {
 		return nil, fmt.Errorf("reading the certificates in storage: %w", err)
 	}
 	orders, certs, err := l.Records(ctx)
