@@ -99,11 +99,12 @@ type Issuer struct {
 	// key (the CSR's) is accepted, and anything else is an error.
 	RequireCSRKey bool `json:"require_csr_key,omitempty"`
 
-	// Files of root CA certificates (PEM) to trust besides the system's,
-	// as the ACME issuer's option of the same name: for the endpoint's
-	// HTTPS and for the certificates SSLCI returns, which are refused
-	// unless they chain to a trusted root. Use it for a private SSLCI or a
-	// test simulator. Placeholders are replaced when the config is loaded.
+	// Files of root CA certificates (PEM) to trust besides the system's
+	// (the ACME issuer's option of the same name replaces them): for the
+	// endpoint's HTTPS and for the certificates SSLCI returns, which are
+	// refused unless they chain to a trusted root. Use it for a private
+	// SSLCI or a test simulator. Placeholders are replaced when the config
+	// is loaded.
 	TrustedRootsPEMFiles []string `json:"trusted_roots_pem_files,omitempty"`
 
 	// Delete at SSLCI the certificate a renewal replaced, once the renewed
