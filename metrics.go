@@ -226,7 +226,7 @@ var expiryRetry = time.Minute
 // until those loads are done, the index without a put for expiryQuiet (at
 // most expiryMaxWait), and then reads only what certmagic did not load: at
 // a start on 10,000 certificates, reading them all a second time beside
-// certmagic was a third of what the issuer added to the restart's CPU.
+// certmagic was a quarter of what the issuer added to the restart's CPU.
 var (
 	expiryQuiet   = time.Second
 	expiryMaxWait = time.Minute
