@@ -141,3 +141,17 @@ func SetExpiryQuiet(d time.Duration) (restore func()) {
 	expiryQuiet = d
 	return func() { expiryQuiet = old }
 }
+
+// ExpiryRead says whether the expiry watch of iss's config has read its
+// storage in full.
+func (iss *Issuer) ExpiryRead() bool {
+	x := iss.metrics.expiry
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	for _, done := range x.groups {
+		if !done {
+			return false
+		}
+	}
+	return len(x.groups) > 0
+}

@@ -103,9 +103,10 @@ func TestStorageOpsPerCertificate(t *testing.T) {
 	// of issuances, a second after it rises), are not per certificate: the
 	// floor's operations are left out.
 	t.Cleanup(sslci.SetSweepDelay(time.Hour))
-	// The expiry watch reads what certmagic did not load once the index
-	// has been quiet this long: within a phase, as take waits 400 ms.
-	t.Cleanup(sslci.SetExpiryQuiet(100 * time.Millisecond))
+	// The expiry watch lists storage once the index has been quiet this
+	// long: after the phase's certificate is stored (tens of ms), and each
+	// phase waits for that listing (expiryRead) before its counts are taken.
+	t.Cleanup(sslci.SetExpiryQuiet(500 * time.Millisecond))
 	c := &opCounts{ops: make(map[string]int)}
 	t.Cleanup(sslci.CountStorageOps(c.saw("issuer"), c.saw("certmagic")))
 
@@ -176,6 +177,7 @@ func TestStorageOpsPerCertificate(t *testing.T) {
 		}
 		e.startCaddy(cfg)
 		leaf := e.waitForCertificate(name, notSerial, time.Minute)
+		expiryRead(t)
 		got := c.take()
 		if !p.renews && serial != nil && !bytes.Equal(leaf.SerialNumber.Bytes(), serial) {
 			t.Errorf("%s: a new certificate is served", p.phase)
@@ -204,6 +206,7 @@ func TestStorageOpsPerCertificate(t *testing.T) {
 	e90 := newEnv(t, sslcitest.Options{})
 	e90.startCaddy(e90.siteConfig("", name, ""))
 	e90.waitForCertificate(name, nil, time.Minute)
+	expiryRead(t)
 	got := c.take()
 	issuer, writes := split(got)
 	want := maps.Clone(phases[0].issuer)
@@ -215,6 +218,21 @@ func TestStorageOpsPerCertificate(t *testing.T) {
 		t.Errorf("new name, 90-day certificate: certmagic's writes are\n%v\nwant\n%v", writes, phases[0].certmagicWrites)
 	}
 	t.Logf("new name, 90-day certificate: certmagic %d, issuer %d, API requests %v:%s", total(got, "certmagic"), total(got, "issuer"), e90.counts(), format(got))
+}
+
+// expiryRead waits until the expiry watch of the running config has read
+// its storage.
+func expiryRead(t *testing.T) {
+	t.Helper()
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(20 * time.Millisecond) {
+		issuers := activeIssuers(t)
+		if len(issuers) > 0 && issuers[0].ExpiryRead() {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the expiry watch did not read storage within a minute")
+		}
+	}
 }
 
 // split is the issuer's operations, and certmagic's writes, of counts.
