@@ -284,7 +284,7 @@ func (x *expiry) watch(iss *Issuer, ratio float64) {
 			if err == nil {
 				x.mu.Lock()
 				for _, leaf := range leaves {
-					if _, ok := x.certs[sid+"\x00"+leaf.Key]; !ok { // else newer, from the wrapper
+					if _, ok := x.certs[sid+"\x00"+leaf.Key]; !ok && !leaf.Damaged { // else newer, from the wrapper; or of no use to certmagic
 						x.certs[sid+"\x00"+leaf.Key] = expiryEntry{leaf: leaf, ratio: ratio}
 					}
 				}

@@ -8,11 +8,13 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"path"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/caddyserver/certmagic"
+	"go.uber.org/zap"
 )
 
 // This file reads the certificates certmagic stores for this issuer: what
@@ -26,6 +28,10 @@ type Leaf struct {
 	Names     []string // NormalNames of its DNS names
 	NotBefore time.Time
 	NotAfter  time.Time
+	// Damaged: the file does not parse (Names and times are unknown).
+	// Caddy cannot serve it, but which certificate it was is unknown too:
+	// the ownership rule leaves SSLCI's certificates of its folder alone.
+	Damaged bool
 }
 
 // ParseCertificates parses the PEM CERTIFICATE blocks of data, in order,
@@ -76,6 +82,17 @@ func ParseLeaf(data []byte) (*x509.Certificate, error) {
 // if it does not parse (certmagic reports that one itself); an error if
 // storage cannot say.
 func ReadLeaf(ctx context.Context, storage certmagic.Storage, key string) (*Leaf, error) {
+	leaf, err := readStored(ctx, storage, key)
+	if leaf != nil && leaf.Damaged {
+		return nil, err
+	}
+	return leaf, err
+}
+
+// readStored is ReadLeaf for the ownership rule: a file that does not
+// parse is a Damaged leaf, not "none": storage could not say which
+// certificate it holds.
+func readStored(ctx context.Context, storage certmagic.Storage, key string) (*Leaf, error) {
 	data, err := storage.Load(ctx, key)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
@@ -85,10 +102,21 @@ func ReadLeaf(ctx context.Context, storage certmagic.Storage, key string) (*Leaf
 	}
 	leaf, err := ParseLeaf(data)
 	if err != nil {
-		return nil, nil
+		return &Leaf{Key: key, Damaged: true}, nil
 	}
 	l := NewLeaf(key, leaf)
 	return &l, nil
+}
+
+// damagedDir is the folder (a names key, made safe) of a damaged leaf.
+func (l Leaf) damagedDir() (string, bool) { return path.Base(path.Dir(l.Key)), l.Damaged }
+
+// warnDamaged logs a stored certificate that does not parse.
+func (l *Ledger) warnDamaged(leaf *Leaf) {
+	if leaf != nil && leaf.Damaged {
+		l.Logger.Warn("a stored certificate does not parse: Caddy cannot serve it, and SSLCI's certificates for its names are left alone until it is replaced or removed",
+			zap.String("key", leaf.Key))
+	}
 }
 
 // NewLeaf is the Leaf of cert, stored at key.
@@ -100,10 +128,11 @@ func NewLeaf(key string, cert *x509.Certificate) Leaf {
 func (l *Ledger) leavesFor(ctx context.Context, sets [][]string) ([]Leaf, error) {
 	var out []Leaf
 	for _, names := range sets {
-		leaf, err := ReadLeaf(ctx, l.Storage(), l.Keys.SiteCert(NamesKey(names)))
+		leaf, err := readStored(ctx, l.Storage(), l.Keys.SiteCert(NamesKey(names)))
 		if err != nil {
 			return nil, err
 		}
+		l.warnDamaged(leaf)
 		if leaf != nil {
 			out = append(out, *leaf)
 		}
@@ -113,7 +142,8 @@ func (l *Ledger) leavesFor(ctx context.Context, sets [][]string) ([]Leaf, error)
 
 // StoredLeaves reads every certificate certmagic stores for this issuer
 // (certificates/<issuer key>/<names key>/<names key>.crt), but for those
-// whose key skip (if not nil) says the caller knows already.
+// whose key skip (if not nil) says the caller knows already; a file that
+// does not parse is a Damaged leaf.
 func (l *Ledger) StoredLeaves(ctx context.Context, skip func(key string) bool) ([]Leaf, error) {
 	storage := l.Storage()
 	keys, err := l.storedCertKeys(ctx)
@@ -125,10 +155,11 @@ func (l *Ledger) StoredLeaves(ctx context.Context, skip func(key string) bool) (
 		if skip != nil && skip(key) {
 			continue
 		}
-		leaf, err := ReadLeaf(ctx, storage, key)
+		leaf, err := readStored(ctx, storage, key)
 		if err != nil {
 			return nil, err
 		}
+		l.warnDamaged(leaf)
 		if leaf != nil {
 			leaves = append(leaves, *leaf)
 		}
@@ -147,7 +178,7 @@ func (l *Ledger) storedCertKeys(ctx context.Context) ([]string, error) {
 }
 
 func storedAs(leaves []Leaf, names []string, notAfter int64) *Leaf {
-	i := slices.IndexFunc(leaves, func(s Leaf) bool { return slices.Equal(s.Names, names) && s.NotAfter.Unix() == notAfter })
+	i := slices.IndexFunc(leaves, func(s Leaf) bool { return !s.Damaged && slices.Equal(s.Names, names) && s.NotAfter.Unix() == notAfter })
 	if i < 0 {
 		return nil
 	}

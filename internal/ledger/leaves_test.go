@@ -55,29 +55,70 @@ func TestDamagedChainIsStillStored(t *testing.T) {
 		t.Error("ParseLeaf of no PEM at all: no error")
 	}
 
-	for _, pass := range []struct {
-		name string
-		run  func(e *env) error
-	}{
-		{"sweep", func(e *env) error { return e.ledger.Sweep(context.Background()) }},
-		{"reconciliation", func(e *env) error {
-			_, err := e.ledger.Reconcile(context.Background(), ForNames([]string{"a.test"}), nil, api.MethodDNS)
-			return err
-		}},
-	} {
+	for _, pass := range passes {
 		t.Run(pass.name, func(t *testing.T) {
 			e := newEnv(t)
 			leaf := e.obtain(false, "a.test")
 			e.store([]string{"a.test"}, withDamagedChain(leaf.Raw))
-			before := e.certificates()
-			if len(before["a.test"]) != 1 {
-				t.Fatalf("SSLCI lists %v", before)
+			keepsCertificates(t, e, pass.name, pass.run)
+		})
+	}
+}
+
+// The passes that delete at SSLCI what the ledger proves ours and unstored.
+var passes = []struct {
+	name string
+	run  func(e *env) error
+}{
+	{"sweep", func(e *env) error { return e.ledger.Sweep(context.Background()) }},
+	{"reconciliation", func(e *env) error {
+		_, err := e.ledger.Reconcile(context.Background(), ForNames([]string{"a.test"}), nil, api.MethodDNS)
+		return err
+	}},
+}
+
+// keepsCertificates runs pass and fails if it deleted a certificate at
+// SSLCI.
+func keepsCertificates(t *testing.T, e *env, name string, pass func(*env) error) {
+	t.Helper()
+	before := e.certificates()
+	if len(before["a.test"]) != 1 {
+		t.Fatalf("SSLCI lists %v", before)
+	}
+	if err := pass(e); err != nil {
+		t.Fatal(err)
+	}
+	if after := e.certificates(); !maps.EqualFunc(after, before, slices.Equal) {
+		t.Errorf("the %s deleted a stored certificate at SSLCI: %v before, %v after", name, before, after)
+	}
+}
+
+// A stored certificate that does not parse at all (its leaf damaged) is
+// no certificate Caddy can serve, but which one it was is unknown: an
+// error reading storage, not an absence. The passes leave SSLCI's
+// certificates of its names alone, and their records too, until the file
+// is replaced. Before, it was taken for none, and its certificate at SSLCI
+// (the one intact copy) was deleted as ours and unstored.
+func TestDamagedLeafLeavesItsNamesAlone(t *testing.T) {
+	for _, pass := range passes {
+		t.Run(pass.name, func(t *testing.T) {
+			e := newEnv(t)
+			leaf := e.obtain(false, "a.test")
+			damaged := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: leaf.Raw[:len(leaf.Raw)/2]})
+			e.store([]string{"a.test"}, damaged)
+			keepsCertificates(t, e, pass.name, pass.run)
+			_, certs, err := e.ledger.Records(context.Background())
+			if err != nil || len(certs) != 1 {
+				t.Errorf("the %s left %d finalize records (%v), want the one", pass.name, len(certs), err)
 			}
+
+			// Once certmagic replaces it, the record is settled as usual.
+			e.store([]string{"a.test"}, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: leaf.Raw}))
 			if err := pass.run(e); err != nil {
 				t.Fatal(err)
 			}
-			if after := e.certificates(); !maps.EqualFunc(after, before, slices.Equal) {
-				t.Errorf("the %s deleted a stored certificate at SSLCI: %v before, %v after", pass.name, before, after)
+			if after := e.certificates(); len(after["a.test"]) != 1 {
+				t.Errorf("with the certificate readable again, SSLCI lists %v", after)
 			}
 		})
 	}

@@ -73,7 +73,9 @@ type ownership struct {
 //
 // and never a certificate that a leaf in its storage matches. Records of
 // requests in flight in this process (live) are left out, and so are the
-// domains they are for.
+// domains they are for; so are the records, and the certificates, of a
+// set of names whose stored certificate does not parse (a Damaged leaf:
+// which certificate it was is unknown).
 func classify(list *api.List, orders []OrderRecord, certs []CertRecord, stored []Leaf, live func(string) bool, now time.Time) *ownership {
 	o := &ownership{Orders: make(map[int64]owner), Certs: make(map[int64]owner)}
 	for _, p := range list.PendingOrders {
@@ -133,12 +135,18 @@ func classify(list *api.List, orders []OrderRecord, certs []CertRecord, stored [
 		}
 		return ids
 	}
+	damaged := make(map[string]bool) // the folders of Damaged leaves
+	for _, s := range stored {
+		if dir, ok := s.damagedDir(); ok {
+			damaged[dir] = true
+		}
+	}
 	lostCerts := make(map[string][]CertRecord)
 	busy = make(map[string]bool)
 	for _, r := range certs {
 		set := strings.Join(r.Names, ",")
 		switch {
-		case live(r.Key):
+		case live(r.Key) || damaged[safe(NamesKey(r.Names))]:
 			busy[set] = true
 			continue
 		case r.NotAfter.IsZero():
