@@ -114,7 +114,7 @@ func (l Leaf) damagedDir() (string, bool) { return path.Base(path.Dir(l.Key)), l
 // warnDamaged logs a stored certificate that does not parse.
 func (l *Ledger) warnDamaged(leaf *Leaf) {
 	if leaf != nil && leaf.Damaged {
-		l.Logger.Warn("a stored certificate does not parse: Caddy cannot serve it, and SSLCI's certificates for its names are left alone until it is replaced or removed",
+		l.Logger.Warn("a stored certificate does not parse: Caddy cannot serve it (remove its folder and restart Caddy, which then obtains a new one); SSLCI's certificates for its names are left alone until then",
 			zap.String("key", leaf.Key))
 	}
 }
