@@ -11,6 +11,7 @@ import (
 	"maps"
 	"math/big"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -110,6 +111,14 @@ func TestDamagedLeafLeavesItsNamesAlone(t *testing.T) {
 			_, certs, err := e.ledger.Records(context.Background())
 			if err != nil || len(certs) != 1 {
 				t.Errorf("the %s left %d finalize records (%v), want the one", pass.name, len(certs), err)
+			}
+			// `caddy sslci list` says why, and prune leaves it.
+			marked, err := e.ledger.Mark(context.Background(), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c := marked.Certificates; len(c) != 1 || c[0].Mark != MarkForeign || !strings.Contains(c[0].Note, "does not parse") || Prunable(c[0].Mark) {
+				t.Errorf("caddy sslci list marks it %+v", c)
 			}
 
 			// Once certmagic replaces it, the record is settled as usual.
