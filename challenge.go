@@ -139,12 +139,12 @@ type fallbackServer struct {
 
 // awaitHTTPApp says whether the HTTP port is not to be bound: found held
 // recently, or a server of this Caddy's HTTP app listens on it, waited for
-// (up to httpAppWait) until it does. At a
-// start, certmagic may begin obtaining the certificates of
-// tls.certificates.automate before the HTTP app has bound its listeners
-// (Caddy starts its apps in no fixed order; at 10,000 names the TLS app's
-// start took over a second): a fallback listener taken then would make the
-// HTTP app's bind fail, and the whole config with it.
+// (up to httpAppWait) until it does. At a start, certmagic may begin
+// obtaining the certificates of tls.certificates.automate before the HTTP
+// app has bound its listeners (Caddy starts its apps in no fixed order; at
+// 10,000 names the TLS app's start took over a second): a fallback
+// listener taken then would make the HTTP app's bind fail, and the whole
+// config with it.
 func (iss *Issuer) awaitHTTPApp(ctx context.Context) bool {
 	own := iss.listenAddr()
 	if heldRecently(own) {

@@ -148,10 +148,5 @@ func (iss *Issuer) ExpiryRead() bool {
 	x := iss.metrics.expiry
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	for _, done := range x.groups {
-		if !done {
-			return false
-		}
-	}
-	return len(x.groups) > 0
+	return x.readInFull()
 }

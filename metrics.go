@@ -180,13 +180,8 @@ func (x *expiry) Describe(ch chan<- *prometheus.Desc) {
 func (x *expiry) Collect(ch chan<- prometheus.Metric) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	if len(x.groups) == 0 {
+	if !x.readInFull() {
 		return
-	}
-	for _, done := range x.groups {
-		if !done {
-			return
-		}
 	}
 	now := time.Now()
 	var due, expired int
@@ -208,6 +203,16 @@ func (x *expiry) Collect(ch chan<- prometheus.Metric) {
 	if !earliest.IsZero() {
 		ch <- prometheus.MustNewConstMetric(descEarliest, prometheus.GaugeValue, float64(earliest.Unix()))
 	}
+}
+
+// readInFull says whether every issuer's storage was read (x.mu held).
+func (x *expiry) readInFull() bool {
+	for _, done := range x.groups {
+		if !done {
+			return false
+		}
+	}
+	return len(x.groups) > 0
 }
 
 // storageID tells storages apart, as certmagic and Caddy do: by String.

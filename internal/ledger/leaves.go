@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"path"
 	"slices"
 	"strings"
 	"time"
@@ -107,9 +106,6 @@ func readStored(ctx context.Context, storage certmagic.Storage, key string) (*Le
 	l := NewLeaf(key, leaf)
 	return &l, nil
 }
-
-// damagedDir is the folder (a names key, made safe) of a damaged leaf.
-func (l Leaf) damagedDir() (string, bool) { return path.Base(path.Dir(l.Key)), l.Damaged }
 
 // warnDamaged logs a stored certificate that does not parse.
 func (l *Ledger) warnDamaged(leaf *Leaf) {

@@ -148,10 +148,8 @@ func (v *view) markCertificate(c api.CertificateInfo, all []api.CertificateInfo,
 		}
 		return MarkUnused, ""
 	}
-	for _, l := range leaves {
-		if dir, ok := l.damagedDir(); ok && dir == safe(NamesKey(NormalNames(c.Domains))) {
-			return MarkForeign, "not known: the stored certificate of these names does not parse (" + l.Key + ")"
-		}
+	if key, ok := v.o.damagedFor(NormalNames(c.Domains)); ok {
+		return MarkForeign, "not known: the stored certificate of these names does not parse (" + key + ")"
 	}
 	return MarkForeign, "" // not ours, or not provably (classify's ownerUnknown)
 }

@@ -1,6 +1,7 @@
 package ledger
 
 import (
+	"path"
 	"slices"
 	"strings"
 	"time"
@@ -58,6 +59,16 @@ type ownership struct {
 	// ambiguous: candidates for lost answers outnumbering them: another
 	// client made some; none is touched.
 	ambiguous []int64
+	// damaged: the storage keys of Damaged leaves, by their folder (a set
+	// of names' safe names key): the set's records and certificates are
+	// left alone.
+	damaged map[string]string
+}
+
+// damagedFor is the key of the Damaged leaf stored for names, if any.
+func (o *ownership) damagedFor(names []string) (key string, ok bool) {
+	key, ok = o.damaged[safe(NamesKey(names))]
+	return key, ok
 }
 
 // classify applies the ownership rule. This Caddy owns only
@@ -77,7 +88,12 @@ type ownership struct {
 // set of names whose stored certificate does not parse (a Damaged leaf:
 // which certificate it was is unknown).
 func classify(list *api.List, orders []OrderRecord, certs []CertRecord, stored []Leaf, live func(string) bool, now time.Time) *ownership {
-	o := &ownership{Orders: make(map[int64]owner), Certs: make(map[int64]owner)}
+	o := &ownership{Orders: make(map[int64]owner), Certs: make(map[int64]owner), damaged: make(map[string]string)}
+	for _, s := range stored {
+		if s.Damaged {
+			o.damaged[path.Base(path.Dir(s.Key))] = s.Key
+		}
+	}
 	for _, p := range list.PendingOrders {
 		o.Orders[p.ID] = ownerUnknown
 	}
@@ -121,6 +137,7 @@ func classify(list *api.List, orders []OrderRecord, certs []CertRecord, stored [
 	}
 
 	isStored := func(names []string, notAfter int64) bool { return storedAs(stored, names, notAfter) != nil }
+	isDamaged := func(names []string) bool { _, ok := o.damagedFor(names); return ok }
 	for _, c := range list.Certificates {
 		o.Certs[c.ID] = ownerUnknown
 		if isStored(NormalNames(c.Domains), c.Expires.Unix()) {
@@ -135,18 +152,12 @@ func classify(list *api.List, orders []OrderRecord, certs []CertRecord, stored [
 		}
 		return ids
 	}
-	damaged := make(map[string]bool) // the folders of Damaged leaves
-	for _, s := range stored {
-		if dir, ok := s.damagedDir(); ok {
-			damaged[dir] = true
-		}
-	}
 	lostCerts := make(map[string][]CertRecord)
 	busy = make(map[string]bool)
 	for _, r := range certs {
 		set := strings.Join(r.Names, ",")
 		switch {
-		case live(r.Key) || damaged[safe(NamesKey(r.Names))]:
+		case live(r.Key) || isDamaged(r.Names):
 			busy[set] = true
 			continue
 		case r.NotAfter.IsZero():
