@@ -56,12 +56,13 @@ type faultPlan struct {
 
 	mu       sync.Mutex
 	writes   []storageWrite
-	counted  int           // writes matching match
-	crashed  bool          // crashWrites, at failAt: every operation fails
-	locks    []string      // the locks held through this plan's storage
-	tripped  chan struct{} // closed at the counted write failAt
-	released bool          // the Caddy is stopped: no write reaches the disk
-	killed   chan struct{} // closed by release: hung writes return
+	counted  int            // writes matching match
+	crashed  bool           // crashWrites, at failAt: every operation fails
+	locks    []string       // the locks held through this plan's storage
+	tripped  chan struct{}  // closed at the counted write failAt
+	released bool           // the Caddy is stopped: no write reaches the disk
+	killed   chan struct{}  // closed by release: hung writes return
+	landing  sync.WaitGroup // writes under way to the disk: release waits for them
 }
 
 type storageWrite struct {
@@ -117,6 +118,9 @@ func (s faultStorage) write(ctx context.Context, op, key string, value []byte, d
 		return errInjected
 	}
 	dead := p.released || p.mode == killWrites && p.failAt > 0 && p.counted >= p.failAt
+	if !dead && !at {
+		p.landing.Add(1)
+	}
 	p.mu.Unlock()
 	switch {
 	case dead:
@@ -128,6 +132,7 @@ func (s faultStorage) write(ctx context.Context, op, key string, value []byte, d
 	case at:
 		return errInjected
 	}
+	defer p.landing.Done()
 	return do()
 }
 
@@ -141,14 +146,19 @@ func (p *faultPlan) failNext(match string) <-chan struct{} {
 }
 
 // release, once its Caddy is stopped, lets hung writes return and keeps
-// any later one (a straggling goroutine) from the disk.
+// any later one (a straggling goroutine) from the disk. It returns once
+// the writes that were under way have reached the disk: a killed
+// process's last writes land, or not, before the next process starts,
+// never while it runs (an fsync on a busy machine can outlast a Caddy's
+// stop).
 func (p *faultPlan) release() {
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	if !p.released {
 		p.released = true
 		close(p.killed)
 	}
+	p.mu.Unlock()
+	p.landing.Wait()
 }
 
 // waitQuiet waits until no write has come for d (at most a minute).
@@ -305,3 +315,12 @@ var (
 	_ caddy.StorageConverter = (*faultStorageModule)(nil)
 	_ certmagic.TryLocker    = faultStorage{}
 )
+
+// writeList is writes, one per line, numbered from 1.
+func writeList(writes []storageWrite) string {
+	var b strings.Builder
+	for i, w := range writes {
+		fmt.Fprintf(&b, "\n  %d: %s %s", i+1, w.op, w.key)
+	}
+	return b.String()
+}

@@ -331,6 +331,12 @@ func TestStorageFaultAtEveryWrite(t *testing.T) {
 					e.stopCaddy()
 					plan.release()
 					tried++
+					// The writes race: this run's write k may not be the clean run's.
+					got := plan.recorded()
+					at := "none"
+					if k <= len(got) {
+						at = got[k-1].op + " " + got[k-1].key
+					}
 
 					// SSLCI unreachable (every request answered 500): every
 					// name with a valid certificate in storage is served, the
@@ -339,12 +345,14 @@ func TestStorageFaultAtEveryWrite(t *testing.T) {
 					if len(withCert) > 0 {
 						e.sim.InjectFault(sslcitest.OpAny, sslcitest.FaultServerError, 1<<30)
 						down := newFaultPlan(0, failWrite)
+						e.newLog()
 						e.startCaddy(e.faultConfig(t, dir, down, "", names))
 						for _, name := range withCert {
 							if err := e.waitServed(dir, name, false, 30*time.Second); err != nil {
 								offline++
-								t.Errorf("%v at write %d (%s %s), SSLCI unreachable: %s has a valid certificate in storage but is not served: %v",
-									mode, k, writes[k-1].op, writes[k-1].key, name, err)
+								t.Errorf("%v at write %d (in this run: %s; in the clean run: %s %s), SSLCI unreachable: %s has a valid certificate in storage but is not served: %v; "+
+									"this run's writes: %s; Caddy's log of it:\n%s",
+									mode, k, at, writes[k-1].op, writes[k-1].key, name, err, writeList(got), strings.Join(e.logLinesWith(name), "\n"))
 							}
 						}
 						e.stopCaddy()
@@ -362,8 +370,8 @@ func TestStorageFaultAtEveryWrite(t *testing.T) {
 					for _, name := range names {
 						if err := e.waitServed(dir, name, renewal, 30*time.Second); err != nil {
 							unservable++
-							t.Errorf("%v at write %d (%s %s): %s not served: %v; Caddy's log of it:\n%s",
-								mode, k, writes[k-1].op, writes[k-1].key, name, err, strings.Join(slices.DeleteFunc(e.logLinesWith(name), func(l string) bool {
+							t.Errorf("%v at write %d (in this run: %s; in the clean run: %s %s): %s not served: %v; Caddy's log of it:\n%s",
+								mode, k, at, writes[k-1].op, writes[k-1].key, name, err, strings.Join(slices.DeleteFunc(e.logLinesWith(name), func(l string) bool {
 									// maintenance's every 100ms
 									return strings.Contains(l, "queuing for renewal") || strings.Contains(l, "in configured renewal window")
 								}), "\n"))
