@@ -107,10 +107,14 @@ func readStored(ctx context.Context, storage certmagic.Storage, key string) (*Le
 	return &l, nil
 }
 
+// errDamaged is what to do about a stored certificate that does not
+// parse, for the log and `caddy sslci status` alike.
+var errDamaged = errors.New("no Caddy can serve it: remove its folder and restart Caddy, which then obtains a new one")
+
 // warnDamaged logs a stored certificate that does not parse.
 func (l *Ledger) warnDamaged(leaf *Leaf) {
 	if leaf != nil && leaf.Damaged {
-		l.Logger.Warn("a stored certificate does not parse: Caddy cannot serve it (remove its folder and restart Caddy, which then obtains a new one); SSLCI's certificates for its names are left alone until then",
+		l.Logger.Warn("a stored certificate does not parse: "+errDamaged.Error()+"; SSLCI's certificates for its names are left alone until then",
 			zap.String("key", leaf.Key))
 	}
 }

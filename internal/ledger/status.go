@@ -138,13 +138,16 @@ func (l *Ledger) Status(ctx context.Context, names []string, ratio func(names []
 
 func (l *Ledger) certStatus(ctx context.Context, key, dir string, ratio func([]string) float64, now time.Time) CertStatus {
 	c := CertStatus{Leaf: Leaf{Key: key}, Dir: dir}
-	leaf, err := ReadLeaf(ctx, l.Storage(), key)
+	leaf, err := readStored(ctx, l.Storage(), key)
 	switch {
 	case err != nil:
 		c.Err = err
 		return c
 	case leaf == nil:
-		c.Err = fmt.Errorf("the stored certificate %s is gone or does not parse", key)
+		c.Err = fmt.Errorf("the stored certificate %s is gone", key)
+		return c
+	case leaf.Damaged:
+		c.Err = fmt.Errorf("the stored certificate %s does not parse: %w", key, errDamaged)
 		return c
 	}
 	c.Leaf = *leaf

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"math/big"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -217,6 +218,31 @@ func TestStatus(t *testing.T) {
 	if !errors.Is(st.RecordsErr, errStorage) {
 		t.Errorf("ledger unreadable: %v", st.RecordsErr)
 	}
+	e.storage.failing(nil)
+
+	// A stored certificate that does not parse is unknown, with what to do
+	// about it; the others are read as before.
+	e.put(l.Keys.SiteCert("e.test"), []byte("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"))
+	st, err = l.Status(ctx, nil, defaultRatio, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var damaged, read int
+	for _, c := range st.Certificates {
+		switch {
+		case c.Dir == "e.test":
+			damaged++
+			if !errors.Is(c.Err, errDamaged) || !strings.Contains(c.Err.Error(), "does not parse") || !strings.Contains(c.Err.Error(), "remove its folder") {
+				t.Errorf("e.test, damaged: %v", c.Err)
+			}
+		case c.Err == nil:
+			read++
+		}
+	}
+	if damaged != 1 || read != 3 {
+		t.Errorf("with e.test damaged: %d damaged, %d read, want 1 and 3", damaged, read)
+	}
+
 	e.storage.failing(readError("list", "certificates/"))
 	if _, err := l.Status(ctx, nil, defaultRatio, now); !errors.Is(err, errStorage) {
 		t.Errorf("certificates unlistable: %v, want the read error", err)
