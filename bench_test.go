@@ -36,7 +36,7 @@ func BenchmarkIssue(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			e.keep(cert.Certificate, names...)
+			e.keep(cert, names...)
 			e.sim.ResetRequests()
 			b.ReportAllocs()
 			for b.Loop() {
@@ -48,7 +48,7 @@ func BenchmarkIssue(b *testing.B) {
 				}
 				// Stored as certmagic does: a certificate Issue returned
 				// and storage does not hold is deleted at SSLCI next time.
-				e.keep(cert.Certificate, names...)
+				e.keep(cert, names...)
 			}
 			b.ReportMetric(float64(len(e.sim.Requests()))/float64(b.N), "api-requests/op")
 		})

@@ -83,7 +83,7 @@ func TestDNSPropagation(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Issue with a late record: %v", err)
 	}
-	e.keep(cert.Certificate, "www.late.test") // as certmagic would: the restart below deletes one not kept
+	e.keep(cert, "www.late.test") // as certmagic would: the restart below deletes one not kept
 	e.wantCounts(map[sslcitest.Op]int{sslcitest.OpList: 1, sslcitest.OpRequest: 1, sslcitest.OpConfirm: 1, sslcitest.OpFinalize: 1})
 	if dnsSrv.Queries() < 2 {
 		t.Errorf("the record was looked up %d times: the issuer did not wait for it", dnsSrv.Queries())

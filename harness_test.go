@@ -610,14 +610,24 @@ func (e *testEnv) forgetVerifications() {
 	}
 }
 
-// keep stores chainPEM where certmagic stores the certificate for names
-// (the sorted names joined by commas), as it does with what Issue returns:
-// for tests that call Issue directly. The ledger deletes at SSLCI a
+// keep stores what Issue returned where certmagic stores it for names
+// (the sorted names joined by commas): the certificate, and the metadata
+// that links it to its finalize record. For tests that call Issue
+// directly. The ledger deletes at SSLCI a
 // certificate Issue returned that storage does not hold.
-func (e *testEnv) keep(chainPEM []byte, names ...string) {
+func (e *testEnv) keep(cert *certmagic.IssuedCertificate, names ...string) {
 	e.t.Helper()
-	sorted := slices.Sorted(slices.Values(names))
-	writeFile(e.t, e.storageDir, certmagic.StorageKeys.SiteCert(e.issuerKey(), strings.Join(sorted, ",")), chainPEM)
+	namesKey := strings.Join(slices.Sorted(slices.Values(names)), ",")
+	issuerData, err := json.Marshal(cert.Metadata)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	meta, err := json.Marshal(certmagic.CertificateResource{SANs: names, IssuerData: issuerData})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	writeFile(e.t, e.storageDir, certmagic.StorageKeys.SiteCert(e.issuerKey(), namesKey), cert.Certificate)
+	writeFile(e.t, e.storageDir, certmagic.StorageKeys.SiteMeta(e.issuerKey(), namesKey), meta)
 }
 
 // checkEndState fails t unless SSLCI holds no pending order of the

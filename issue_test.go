@@ -44,14 +44,14 @@ func TestIssueSeveralNames(t *testing.T) {
 		t.Errorf("metadata = %s", meta)
 	}
 
-	e.keep(cert.Certificate, names...) // as certmagic does; a certificate not kept would be deleted at SSLCI
+	e.keep(cert, names...) // as certmagic does; a certificate not kept would be deleted at SSLCI
 	e.sim.ResetRequests()
 	second, err := iss.Issue(context.Background(), csr)
 	if err != nil {
 		t.Fatalf("second Issue: %v", err)
 	}
 	e.wantCounts(map[sslcitest.Op]int{sslcitest.OpFinalize: 1})
-	e.keep(second.Certificate, names...)
+	e.keep(second, names...)
 
 	e.sim.ResetRequests()
 	e.sim.ExpireVerifications()

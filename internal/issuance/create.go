@@ -141,14 +141,11 @@ func (r *run) sendFailed(ctx context.Context, key string, err error) (lost bool)
 	return true
 }
 
-// obtained records that the certificate answered was returned to certmagic.
-func (r *run) obtained(ctx context.Context, notAfter time.Time) {
-	rec := r.cert
-	defer r.iss.Ledger.SetLive(rec.Key, false)
-	rec.State, rec.NotAfter = ledger.StateObtained, notAfter.UTC()
-	if err := r.iss.Ledger.Put(ctx, rec.Key, rec); err != nil {
-		r.logger.Warn("updating a ledger record", zap.Error(err))
-	}
+// obtained ends the finalize record's life in this call: the certificate
+// answered is returned to certmagic, whose metadata for it names the record
+// (ledger.Link); nothing is written to the record.
+func (r *run) obtained() {
+	r.iss.Ledger.SetLive(r.cert.Key, false)
 }
 
 // refuse records that our checks refused the certificate answered, and

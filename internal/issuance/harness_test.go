@@ -3,6 +3,7 @@ package issuance
 import (
 	"context"
 	"crypto/x509"
+	"encoding/json"
 	"sync"
 	"testing"
 	"time"
@@ -97,11 +98,21 @@ func (e *env) issue(names ...string) (*certmagic.IssuedCertificate, error) {
 	return e.iss.Issue(context.Background(), csr)
 }
 
-// store keeps an issued certificate where certmagic does.
+// store keeps an issued certificate and its metadata where certmagic does.
 func (e *env) store(issued *certmagic.IssuedCertificate, names ...string) {
 	e.t.Helper()
 	l := e.iss.Ledger
-	if err := l.Storage().Store(context.Background(), l.Keys.SiteCert(ledger.NamesKey(names)), issued.Certificate); err != nil {
+	issuerData, err := json.Marshal(issued.Metadata)
+	if err != nil {
 		e.t.Fatal(err)
+	}
+	meta, err := json.Marshal(certmagic.CertificateResource{SANs: names, IssuerData: issuerData})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	for key, value := range map[string][]byte{l.Keys.SiteCert(ledger.NamesKey(names)): issued.Certificate, l.Keys.SiteMeta(ledger.NamesKey(names)): meta} {
+		if err := l.Storage().Store(context.Background(), key, value); err != nil {
+			e.t.Fatal(err)
+		}
 	}
 }

@@ -90,6 +90,9 @@ type Issuer struct {
 // Metadata is stored by certmagic next to the certificate.
 type Metadata struct {
 	Endpoint string `json:"endpoint"`
+	// The finalize record that obtained the certificate: the stored
+	// certificate's metadata is what settles that record (ledger.Link).
+	ledger.Link
 	// OrderIDs are the verification orders of the names: made for this
 	// certificate or, for the names in Reused, a recent one reused.
 	OrderIDs      map[string]int64 `json:"order_ids,omitempty"`
@@ -221,7 +224,7 @@ func (r *run) issue(ctx context.Context, csr *x509.CertificateRequest, names []s
 		r.warnKeyPolicy(csr, checked.Leaf)
 	}
 	r.storeVerifications(ctx, checked.Leaf)
-	r.obtained(ctx, checked.Leaf.NotAfter)
+	r.obtained()
 
 	orders, reusedNames := r.orderMap()
 	iss.Metrics.Obtained(keySource)
@@ -232,6 +235,7 @@ func (r *run) issue(ctx context.Context, csr *x509.CertificateRequest, names []s
 		Certificate: checked.ChainPEM,
 		Metadata: Metadata{
 			Endpoint:      iss.Endpoint,
+			Link:          ledger.Link{Record: r.cert.Key, NotAfter: checked.Leaf.NotAfter.UTC()},
 			OrderIDs:      orders,
 			Reused:        reusedNames,
 			CertificateID: cert.ID,

@@ -55,9 +55,32 @@ func newEnv(t *testing.T) *env {
 	return e
 }
 
-// obtain verifies names by DNS and finalizes them as an issuance does,
-// recording the finalize first; stored says whether certmagic stored it.
+// obtain verifies names by DNS and finalizes them as an issuance did
+// before the Link: the finalize recorded first, then its answer ("obtained",
+// with its not_after) written into the record. stored says whether
+// certmagic stored it.
 func (e *env) obtain(stored bool, names ...string) *x509.Certificate {
+	e.t.Helper()
+	ctx := context.Background()
+	rec, certPEM := e.finalize(names...)
+	leaf, err := ParseLeaf(certPEM)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	rec.State, rec.NotAfter = StateObtained, leaf.NotAfter.UTC()
+	if err := e.ledger.Put(ctx, rec.Key, rec); err != nil {
+		e.t.Fatal(err)
+	}
+	if stored {
+		e.store(names, certPEM)
+	}
+	return leaf
+}
+
+// finalize verifies names by DNS and finalizes them as an issuance does:
+// the finalize record written once, before the finalize. It returns the
+// record and the certificate.
+func (e *env) finalize(names ...string) (*CertRecord, []byte) {
 	e.t.Helper()
 	ctx := context.Background()
 	c := e.ledger.Client
@@ -82,18 +105,7 @@ func (e *env) obtain(stored bool, names ...string) *x509.Certificate {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	leaf, err := ParseLeaf(cert.CertificatePEM)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	rec.State, rec.NotAfter = StateObtained, leaf.NotAfter.UTC()
-	if err := e.ledger.Put(ctx, rec.Key, rec); err != nil {
-		e.t.Fatal(err)
-	}
-	if stored {
-		e.store(names, cert.CertificatePEM)
-	}
-	return leaf
+	return rec, cert.CertificatePEM
 }
 
 // store writes a certificate where certmagic keeps it.

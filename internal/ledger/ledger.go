@@ -199,6 +199,9 @@ func (l *Ledger) readRecords(ctx context.Context, names []string, skip func(key 
 			var r CertRecord
 			if err = json.Unmarshal(data, &r); err == nil && len(r.Names) > 0 {
 				r.Key = key
+				if err := l.linked(ctx, &r); err != nil {
+					return nil, nil, err
+				}
 				certs = append(certs, r)
 			}
 		}
