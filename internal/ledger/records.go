@@ -16,7 +16,7 @@ import (
 const (
 	StateSent     = "sent"     // request written, answer not (yet) known
 	StatePending  = "pending"  // order: answered, not confirmed
-	StateObtained = "obtained" // certificate: returned to certmagic
+	StateObtained = "obtained" // certificate: returned to certmagic (read from its metadata's Link; written so by earlier versions)
 	StateStored   = "stored"   // certificate: seen in certmagic's storage
 	StateRefused  = "refused"  // certificate: refused by the issuer's checks
 )
@@ -63,8 +63,9 @@ func (r *OrderRecord) Verification() *api.Verification {
 	return v
 }
 
-// CertRecord is one finalize attempt: "sent" until the answer arrives;
-// "obtained" once returned to certmagic; "stored" once seen in certmagic's
+// CertRecord is one finalize attempt: "sent", written before the finalize
+// and not updated with its answer; "obtained" once returned to certmagic,
+// which the ledger reads from the stored certificate's metadata (Link); "stored" once seen in certmagic's
 // storage (kept as history: a stored certificate that a later one replaced
 // is superseded); "refused" when the issuer's checks refused it (to be
 // deleted at SSLCI). It is deleted once its certificate is deleted at
