@@ -77,20 +77,9 @@ func ParseLeaf(data []byte) (*x509.Certificate, error) {
 	}
 }
 
-// ReadLeaf reads the certificate stored at key: nil if there is none, or
-// if it does not parse (certmagic reports that one itself); an error if
-// storage cannot say.
-func ReadLeaf(ctx context.Context, storage certmagic.Storage, key string) (*Leaf, error) {
-	leaf, err := readStored(ctx, storage, key)
-	if leaf != nil && leaf.Damaged {
-		return nil, err
-	}
-	return leaf, err
-}
-
-// readStored is ReadLeaf for the ownership rule: a file that does not
-// parse is a Damaged leaf, not "none": storage could not say which
-// certificate it holds.
+// readStored reads the certificate stored at key: nil if there is none; a
+// Damaged leaf, not "none", if it does not parse (which certificate it
+// holds is unknown); an error if storage cannot say.
 func readStored(ctx context.Context, storage certmagic.Storage, key string) (*Leaf, error) {
 	data, err := storage.Load(ctx, key)
 	if errors.Is(err, fs.ErrNotExist) {

@@ -28,29 +28,50 @@ type Link struct {
 	NotAfter time.Time `json:"not_after,omitzero"`      // the certificate's
 }
 
+// issuerData is what the ledger reads of the issuer's metadata that
+// certmagic stores with a certificate (issuance.Metadata, in issuer_data).
+type issuerData struct {
+	KeySource string `json:"key_source"`
+	Link
+}
+
+// readIssuerData reads the issuer's metadata stored for a names key (or
+// its folder): nil if there is none; an error wrapping ErrCorrupt if it
+// does not parse; another error if storage cannot say.
+func (l *Ledger) readIssuerData(ctx context.Context, namesKey string) (*issuerData, error) {
+	data, err := l.Storage().Load(ctx, l.Keys.SiteMeta(namesKey))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading the metadata of the stored certificate %s: %w", namesKey, err)
+	}
+	var meta struct {
+		IssuerData issuerData `json:"issuer_data"`
+	}
+	if err := json.Unmarshal(data, &meta); err != nil {
+		return nil, fmt.Errorf("the metadata of the stored certificate %s: %w: %v", namesKey, ErrCorrupt, err)
+	}
+	return &meta.IssuerData, nil
+}
+
 // linked completes r, a finalize record still "sent", from the metadata
 // stored for its names, if that metadata names it. Metadata that cannot
 // be read is an error: whether r's certificate is stored is unknown, not
-// "no".
+// "no". Metadata that does not parse links nothing (certmagic reports it).
 func (l *Ledger) linked(ctx context.Context, r *CertRecord) error {
 	if r.State != StateSent {
 		return nil
 	}
-	data, err := l.Storage().Load(ctx, l.Keys.SiteMeta(NamesKey(r.Names)))
-	if errors.Is(err, fs.ErrNotExist) {
+	d, err := l.readIssuerData(ctx, NamesKey(r.Names))
+	switch {
+	case errors.Is(err, ErrCorrupt) || d == nil && err == nil:
 		return nil
+	case err != nil:
+		return fmt.Errorf("the ledger record %s: %w", r.Key, err)
 	}
-	if err != nil {
-		return fmt.Errorf("reading the metadata of the stored certificate of the ledger record %s: %w", r.Key, err)
-	}
-	var meta struct {
-		IssuerData Link `json:"issuer_data"`
-	}
-	if json.Unmarshal(data, &meta) != nil {
-		return nil // damaged metadata links nothing; certmagic reports it
-	}
-	if link := meta.IssuerData; link.Record == r.Key && !link.NotAfter.IsZero() {
-		r.State, r.NotAfter = StateObtained, link.NotAfter.UTC()
+	if d.Record == r.Key && !d.NotAfter.IsZero() {
+		r.State, r.NotAfter = StateObtained, d.NotAfter.UTC()
 	}
 	return nil
 }

@@ -125,12 +125,14 @@ func replacedBy(m *Marked, names []string) []Removal {
 // DeleteReplaced deletes at SSLCI the certificates that the renewed one,
 // stored at certKey, replaced: superseded ones with exactly its names.
 func (l *Ledger) DeleteReplaced(ctx context.Context, certKey string) ([]Removal, error) {
-	renewed, err := ReadLeaf(ctx, l.Storage(), certKey)
-	if err != nil {
+	renewed, err := readStored(ctx, l.Storage(), certKey)
+	switch {
+	case err != nil:
 		return nil, err
-	}
-	if renewed == nil {
+	case renewed == nil:
 		return nil, fmt.Errorf("no certificate stored at %s", certKey)
+	case renewed.Damaged:
+		return nil, fmt.Errorf("the certificate stored at %s does not parse: %w", certKey, errDamaged)
 	}
 	return l.RemoveUnderLocks(ctx, renewed.Names, renewed, func(m *Marked) []Removal { return replacedBy(m, renewed.Names) })
 }

@@ -2,10 +2,8 @@ package ledger
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"path"
 	"slices"
 	"strings"
@@ -170,22 +168,11 @@ func (l *Ledger) certStatus(ctx context.Context, key, dir string, ratio func([]s
 // keySource reads whose key the certificate is for from the metadata the
 // issuer returned with it (issuance.Metadata's key_source).
 func (l *Ledger) keySource(ctx context.Context, dir string) (string, error) {
-	data, err := l.Storage().Load(ctx, l.Keys.SiteMeta(dir))
-	if errors.Is(err, fs.ErrNotExist) {
-		return "", nil
+	d, err := l.readIssuerData(ctx, dir)
+	if d == nil || err != nil {
+		return "", err
 	}
-	if err != nil {
-		return "", fmt.Errorf("reading the metadata of the stored certificate %s: %w", dir, err)
-	}
-	var meta struct {
-		IssuerData struct {
-			KeySource string `json:"key_source"`
-		} `json:"issuer_data"`
-	}
-	if err := json.Unmarshal(data, &meta); err != nil {
-		return "", fmt.Errorf("the metadata of the stored certificate %s: %w: %v", dir, ErrCorrupt, err)
-	}
-	return meta.IssuerData.KeySource, nil
+	return d.KeySource, nil
 }
 
 // dirMayHave says whether the certificate folder dir may be for one of
