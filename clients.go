@@ -88,7 +88,7 @@ func (iss *Issuer) loadClient(ctx caddy.Context) error {
 		// the client makes one attempt per call.
 		c.Retry.MaxAttempts = 1
 		if iss.roots != nil {
-			if err := c.SetRootCAs(iss.roots); err != nil {
+			if err := c.SetRootCAsFunc(iss.roots.Pool); err != nil {
 				return nil, err
 			}
 		}

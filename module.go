@@ -17,6 +17,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -124,9 +125,9 @@ type Issuer struct {
 	// provisioned last (the newest config) receives its API metrics.
 	clientMetrics *atomic.Pointer[metrics]
 	logger        *zap.Logger
-	issuerKey     string         // IssuerKey, set by Provision
-	account       string         // a non-secret id of the token, to keep accounts' records apart in storage
-	roots         *x509.CertPool // the system's plus TrustedRootsPEMFiles; nil: the system's
+	issuerKey     string        // IssuerKey, set by Provision
+	account       string        // a non-secret id of the token, to keep accounts' records apart in storage
+	roots         *trustedRoots // the system's plus TrustedRootsPEMFiles; nil: the system's
 	metrics       *metrics
 
 	// acme answers the HTTP check inside Caddy: see GetACMEIssuer.
@@ -220,7 +221,7 @@ func (iss *Issuer) Provision(ctx caddy.Context) error {
 		Method:              iss.Method,
 		RequireCSRKey:       iss.RequireCSRKey,
 		VerificationTimeout: time.Duration(iss.VerificationTimeout),
-		Roots:               iss.roots,
+		Roots:               iss.roots.Pool,
 		HTTPPort:            iss.httpPort,
 		Retry:               issuance.DefaultRetry,
 		Client:              iss.client,
@@ -381,16 +382,38 @@ var (
 	_ caddytls.ConfigSetter = (*Issuer)(nil)
 )
 
-// loadTrustedRoots is the system's roots plus the certificates of the PEM
-// files (placeholders replaced), or nil (the system's) when there are none.
-func loadTrustedRoots(repl *caddy.Replacer, files []string) (*x509.CertPool, error) {
+// trustedRoots verify SSLCI's HTTPS and the certificates it returns: the
+// system's roots plus the trusted_roots files. Go's first load of the
+// system's roots takes 15 to 20 ms, once per process, and was the whole
+// extra cost of a config load with one name: so Provision reads and checks
+// the files, the pool is built beside the rest of the config load, and the
+// first request over TLS or the first certificate check waits for it.
+type trustedRoots struct {
+	done chan struct{}
+	pool *x509.CertPool
+}
+
+// Pool waits for the pool; nil (no trusted_roots): the system's.
+func (r *trustedRoots) Pool() *x509.CertPool {
+	if r == nil {
+		return nil
+	}
+	<-r.done
+	return r.pool
+}
+
+// warmSystemRoots starts Go's one load of the system's roots, which verify
+// the endpoint's TLS and every certificate even without trusted_roots.
+var warmSystemRoots = sync.OnceFunc(func() { go x509.SystemCertPool() })
+
+// loadTrustedRoots reads the PEM files (placeholders replaced) and starts
+// building their pool; nil (the system's) when there are none.
+func loadTrustedRoots(repl *caddy.Replacer, files []string) (*trustedRoots, error) {
+	warmSystemRoots()
 	if len(files) == 0 {
 		return nil, nil
 	}
-	pool, err := x509.SystemCertPool()
-	if err != nil {
-		pool = x509.NewCertPool() // no system roots here: only the files'
-	}
+	var pems [][]byte
 	for _, f := range files {
 		name, err := repl.ReplaceOrErr(f, true, true)
 		if err != nil {
@@ -400,9 +423,22 @@ func loadTrustedRoots(repl *caddy.Replacer, files []string) (*x509.CertPool, err
 		if err != nil {
 			return nil, fmt.Errorf("sslci: trusted_roots: %w", err)
 		}
-		if !pool.AppendCertsFromPEM(data) {
+		if !x509.NewCertPool().AppendCertsFromPEM(data) {
 			return nil, fmt.Errorf("sslci: trusted_roots: %s holds no PEM certificate", name)
 		}
+		pems = append(pems, data)
 	}
-	return pool, nil
+	r := &trustedRoots{done: make(chan struct{})}
+	go func() {
+		defer close(r.done)
+		pool, err := x509.SystemCertPool()
+		if err != nil {
+			pool = x509.NewCertPool() // no system roots here: only the files'
+		}
+		for _, data := range pems {
+			pool.AppendCertsFromPEM(data)
+		}
+		r.pool = pool
+	}()
+	return r, nil
 }

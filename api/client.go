@@ -66,7 +66,8 @@ type Client struct {
 
 	endpoint  string
 	token     string
-	transport *http.Transport // New's own; HTTPClient may no longer use it
+	transport *http.Transport       // New's own; HTTPClient may no longer use it
+	rootsFunc func() *x509.CertPool // SetRootCAsFunc's, called by start
 
 	startOnce sync.Once
 	slots     chan struct{} // one token per request in flight; nil: no bound
@@ -120,9 +121,13 @@ func New(endpoint, token string) (*Client, error) {
 	}, nil
 }
 
-// start applies the exported fields at first use.
+// start applies the exported fields, and SetRootCAsFunc's roots, at first
+// use: every request waits for it.
 func (c *Client) start() {
 	c.startOnce.Do(func() {
+		if c.rootsFunc != nil && c.ownTransport() && !strings.HasPrefix(strings.ToLower(c.endpoint), "http:") {
+			c.setRootCAs(c.rootsFunc())
+		}
 		if c.MaxConcurrent <= 0 {
 			return
 		}
@@ -146,13 +151,32 @@ func (c *Client) SetRootCAs(roots *x509.CertPool) error {
 	if !c.ownTransport() {
 		return errors.New("sslci: SetRootCAs: HTTPClient.Transport was replaced; set the roots in its TLS config")
 	}
+	c.rootsFunc = nil
+	c.setRootCAs(roots)
+	return nil
+}
+
+// SetRootCAsFunc is SetRootCAs for roots still being loaded: the first
+// request to an https endpoint calls roots, once, and waits for it, as do
+// the requests made meanwhile; a plain-http endpoint never calls it. Go's
+// first load of the system's roots takes 15 to 20 ms, once per process:
+// this lets it run beside whatever comes before the first request. Call it
+// before first use, instead of SetRootCAs.
+func (c *Client) SetRootCAsFunc(roots func() *x509.CertPool) error {
+	if !c.ownTransport() {
+		return errors.New("sslci: SetRootCAsFunc: HTTPClient.Transport was replaced; set the roots in its TLS config")
+	}
+	c.rootsFunc = roots
+	return nil
+}
+
+func (c *Client) setRootCAs(roots *x509.CertPool) {
 	cfg := c.transport.TLSClientConfig.Clone()
 	if cfg == nil {
 		cfg = &tls.Config{}
 	}
 	cfg.RootCAs = roots
 	c.transport.TLSClientConfig = cfg
-	return nil
 }
 
 // SetProxy sets the forward proxy requests to the endpoint go through:

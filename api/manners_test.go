@@ -266,6 +266,51 @@ func TestSetRootCAs(t *testing.T) {
 	}
 }
 
+// SetRootCAsFunc's roots are asked for once, by the first request to an
+// https endpoint, which waits for them; a plain-http endpoint never asks.
+func TestSetRootCAsFunc(t *testing.T) {
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte(listBody)) }))
+	defer srv.Close()
+	roots := x509.NewCertPool()
+	roots.AddCert(srv.Certificate())
+	release := make(chan struct{})
+	var calls atomic.Int32
+	c, _ := api.New(srv.URL+"/api", testToken)
+	if err := c.SetRootCAsFunc(func() *x509.CertPool { calls.Add(1); <-release; return roots }); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 3)
+	for range 3 {
+		go func() { _, err := c.List(context.Background()); done <- err }()
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("a request ended before the roots were loaded: %v", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	close(release)
+	for range 3 {
+		if err := <-done; err != nil {
+			t.Errorf("List with the roots loaded: %v", err)
+		}
+	}
+	if n := calls.Load(); n != 1 {
+		t.Errorf("the roots were asked for %d times, want once", n)
+	}
+
+	plain := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte(listBody)) }))
+	defer plain.Close()
+	c, _ = api.New(plain.URL+"/api", testToken)
+	c.SetRootCAsFunc(func() *x509.CertPool { t.Error("roots asked for by a plain-http endpoint"); return nil })
+	if _, err := c.List(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	c.HTTPClient = &http.Client{}
+	if err := c.SetRootCAsFunc(func() *x509.CertPool { return roots }); err == nil {
+		t.Error("SetRootCAsFunc accepted a transport not the client's own")
+	}
+}
+
 // The client's path on loopback: go test -bench . ./api
 func BenchmarkList(b *testing.B) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte(listBody)) }))

@@ -55,7 +55,7 @@ func newEnv(t *testing.T, opts sslcitest.Options) *env {
 	l.SetStorage(&certmagic.FileStorage{Path: t.TempDir()})
 	e.sim = sim
 	e.iss = &Issuer{
-		Endpoint: sim.URL(), Method: api.MethodDNS, Roots: sim.RootPool(), Retry: fastRetry,
+		Endpoint: sim.URL(), Method: api.MethodDNS, Roots: sim.RootPool, Retry: fastRetry,
 		Client: client, Ledger: l, Solver: e, Metrics: e, Logger: zap.NewNop(),
 		RememberKey: func(*x509.CertificateRequest, []byte) {},
 	}

@@ -64,8 +64,10 @@ type Issuer struct {
 	Method              string // api.MethodHTTP or api.MethodDNS
 	RequireCSRKey       bool   // refuse certificates for a key SSLCI generated
 	VerificationTimeout time.Duration
-	Roots               *x509.CertPool // trusted roots; nil: the system's
-	Retry               RetryPolicy    // zero: DefaultRetry
+	// Roots returns the trusted roots, waiting for them if they are still
+	// being loaded; nil, or a nil Roots: the system's.
+	Roots func() *x509.CertPool
+	Retry RetryPolicy // zero: DefaultRetry
 	// HTTPPort is where SSLCI's HTTP check arrives, for the hint.
 	HTTPPort func() int
 
@@ -207,7 +209,7 @@ func (r *run) issue(ctx context.Context, csr *x509.CertificateRequest, names []s
 		return nil, atStep(StepFinalize, fmt.Errorf("finalizing the certificate for %s: %w", strings.Join(names, ", "), err))
 	}
 
-	checked, err := CheckCertificate(cert, names, csr, iss.Roots, time.Now())
+	checked, err := CheckCertificate(cert, names, csr, iss.roots(), time.Now())
 	if err != nil {
 		r.refuse(ctx, cert)
 		return nil, atStep(StepCheck, r.refused("unknown", fmt.Errorf("the certificate SSLCI returned for %s was refused: %w", strings.Join(names, ", "), err)))
@@ -315,6 +317,13 @@ func (r *run) verify(ctx context.Context, name string, rec *ledger.OrderRecord) 
 		r.verificationConfirmed(name, v.OrderID)
 		return nil
 	}
+}
+
+func (iss *Issuer) roots() *x509.CertPool {
+	if iss.Roots == nil {
+		return nil
+	}
+	return iss.Roots()
 }
 
 func (iss *Issuer) verificationTimeout() time.Duration {
