@@ -99,9 +99,10 @@ func metaFile(storage, issuerDir, name string) string {
 // waitStored returns when every name's certificate is in storage. Each
 // poll drops the stored names from the front of the list up to the first
 // that is not: the names are stored in any order, and only the last
-// matters. Polls come every 5 ms or every 200th of the time so far,
-// whichever is longer (the time is at most 0.5% late), so polling takes
-// next to nothing from Caddy's machine.
+// matters. Polls come every millisecond or every 200th of the time so
+// far, whichever is longer (the time is at most 1 ms or 0.5% late), so
+// polling takes next to nothing from Caddy's machine. (Every 5 ms, the
+// poll's lateness was up to a sixth of a one-name run's 30 ms.)
 func waitStored(ctx context.Context, storage string, names []string) error {
 	start := time.Now()
 	pending := slices.Clone(names)
@@ -117,7 +118,7 @@ func waitStored(ctx context.Context, storage string, names []string) error {
 		case <-ctx.Done():
 			missing := slices.DeleteFunc(pending, func(n string) bool { return isStored(storage, issuers, n) })
 			return fmt.Errorf("%d of %d certificates not in storage: %w", len(missing), len(names), ctx.Err())
-		case <-time.After(max(5*time.Millisecond, time.Since(start)/200)):
+		case <-time.After(max(time.Millisecond, time.Since(start)/200)):
 		}
 	}
 }
