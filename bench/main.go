@@ -53,6 +53,7 @@ func run(ctx context.Context, args []string) (err error) {
 	out := fs.String("out", filepath.Join(here, "results"), "where to write results.json, results.md and results.svg")
 	issuersFlag := fs.String("issuers", strings.Join(allIssuers, ","), "which issuers to run, alternated in each repeat")
 	repeat := fs.Int("repeat", 3, "runs of each issuer and size; the tables show the median run")
+	repeatSmall := fs.Int("repeat-small", 15, "runs of each issuer for sizes of 10 names or fewer, if more than -repeat: such a run is about one config load, which the machine's other work moves by as much as it costs")
 	pin := fs.Bool("pin", false, "run Caddy on every CPU but the last, and the benchmark (the simulator, Pebble, the polling) on the last, so that the CA's work does not share Caddy's CPUs, as a real SSLCI's or Let's Encrypt's would not (Linux, 2 CPUs or more)")
 	keep := fs.Bool("keep", false, "keep the temporary folder (Caddy's and Pebble's logs, storage)")
 	if err := fs.Parse(args); err != nil {
@@ -118,7 +119,11 @@ func run(ctx context.Context, args []string) (err error) {
 	for _, n := range sizes {
 		// Each repeat runs every issuer once, so that the machine's other
 		// work slows them alike.
-		for rep := range *repeat {
+		runs := *repeat
+		if n <= smallSize {
+			runs = max(runs, *repeatSmall)
+		}
+		for rep := range runs {
 			for _, iss := range issuers {
 				if iss == issuerACME && n > *acmeMax {
 					if rep == 0 {
@@ -184,6 +189,9 @@ func run(ctx context.Context, args []string) (err error) {
 	fmt.Fprintln(os.Stderr, "wrote", filepath.Join(*out, "results.{json,md,svg}"))
 	return nil
 }
+
+// smallSize is the most names -repeat-small applies to.
+const smallSize = 10
 
 // issue runs runIssuance for iss and n names in a fresh world, and prints
 // its figures.

@@ -93,18 +93,18 @@ func (r *results) findRestart(iss string) (restart, bool) {
 	return runs[len(runs)/2], true
 }
 
-// maxRuns is the most runs of one issuer and size.
-func (r *results) maxRuns() int {
+// runsBySize is the most runs of one issuer at each size.
+func (r *results) runsBySize() map[int]int {
 	type run struct {
 		issuer string
 		names  int
 	}
 	runs := map[run]int{}
-	most := 0
+	most := map[int]int{}
 	for _, x := range r.Issuance {
 		k := run{x.Issuer, x.Names}
 		runs[k]++
-		most = max(most, runs[k])
+		most[x.Names] = max(most[x.Names], runs[k])
 	}
 	return most
 }
@@ -277,12 +277,41 @@ func (r *results) turnsSaid(n int) string {
 // ratio is a over b, as "1.23×".
 func ratio(a, b float64) string { return fmt.Sprintf("%.2f×", a/b) }
 
-// runsSaid says which run each figure is.
+// runsSaid says which run each figure is: the largest size's count of
+// runs, and the sizes that had another.
 func (r *results) runsSaid() string {
-	if n := r.maxRuns(); n > 1 {
-		return fmt.Sprintf("Each figure is the median of %d runs, the issuers taking turns in each.", n)
+	bySize := r.runsBySize()
+	sizes := slices.Sorted(maps.Keys(bySize))
+	if len(sizes) == 0 {
+		return "Each figure is one run."
 	}
-	return "Each figure is one run."
+	base := bySize[sizes[len(sizes)-1]]
+	said := "Each figure is one run"
+	if base > 1 {
+		said = fmt.Sprintf("Each figure is the median of %d runs", base)
+	}
+	sizesByRuns := map[int][]string{} // the other counts' sizes
+	for _, n := range sizes {
+		if c := bySize[n]; c != base {
+			sizesByRuns[c] = append(sizesByRuns[c], fmt.Sprint(n))
+		}
+	}
+	var others []string
+	for _, c := range slices.Sorted(maps.Keys(sizesByRuns)) {
+		ns := sizesByRuns[c]
+		names := "names"
+		if len(ns) == 1 && ns[0] == "1" {
+			names = "name"
+		}
+		others = append(others, fmt.Sprintf("%d for %s %s", c, strings.Join(ns, " and "), names))
+	}
+	if len(others) > 0 {
+		said += " (" + strings.Join(others, ", ") + ")"
+	}
+	if base > 1 || len(others) > 0 {
+		said += ", the issuers taking turns in each"
+	}
+	return said + "."
 }
 
 // seconds keeps about two significant digits, three below a second.

@@ -61,7 +61,7 @@ func TestMarkdownTable(t *testing.T) {
 		"Until the sweep of sslci + simulator (-restart-sweep; it runs a minute after the start): 4 (list ×4) API requests from Caddy's start; the sweep's list and a quiet second after it came 61 s after the config load.",
 		"| Caddy's internal CA | 0.010 s | 0 | 0 |  |",
 		"| sslci + simulator | 0.020 s | 1 | 1 | finalize ×1 |",
-		"median of 3 runs",
+		"Each figure is one run (3 for 1 name), the issuers taking turns in each.",
 	} {
 		if !strings.Contains(md, row) {
 			t.Errorf("results.md lacks %q:\n%s", row, md)
@@ -118,5 +118,31 @@ func TestMarkdownTurns(t *testing.T) {
 	// medians 1.5 s and 3 s; turns 2×, 1.5×, 3×; CPU 2×, 3×, 9×
 	if row := "| 100 | 1.50 s | 3.00 s | 2.00× | 1.50–3.00× | 3.00× |"; !strings.Contains(md, row) {
 		t.Errorf("results.md lacks %q:\n%s", row, md)
+	}
+}
+
+// The runs said: the largest size's count, and the sizes that had another.
+func TestRunsSaid(t *testing.T) {
+	runs := func(counts map[int]int) *results {
+		r := &results{}
+		for n, c := range counts {
+			for range c {
+				r.Issuance = append(r.Issuance, issuance{Issuer: issuerInternal, Names: n}, issuance{Issuer: issuerSSLCI, Names: n})
+			}
+		}
+		return r
+	}
+	for _, tc := range []struct {
+		counts map[int]int
+		want   string
+	}{
+		{map[int]int{1: 5, 1000: 5}, "Each figure is the median of 5 runs, the issuers taking turns in each."},
+		{map[int]int{1: 15, 10: 15, 100: 5, 1000: 5}, "Each figure is the median of 5 runs (15 for 1 and 10 names), the issuers taking turns in each."},
+		{map[int]int{1: 3, 1000: 1}, "Each figure is one run (3 for 1 name), the issuers taking turns in each."},
+		{map[int]int{10000: 1}, "Each figure is one run."},
+	} {
+		if got := runs(tc.counts).runsSaid(); got != tc.want {
+			t.Errorf("runsSaid(%v) = %q, want %q", tc.counts, got, tc.want)
+		}
 	}
 }
