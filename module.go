@@ -409,8 +409,8 @@ var warmSystemRoots = sync.OnceFunc(func() { go x509.SystemCertPool() })
 // loadTrustedRoots reads the PEM files (placeholders replaced) and starts
 // building their pool; nil (the system's) when there are none.
 func loadTrustedRoots(repl *caddy.Replacer, files []string) (*trustedRoots, error) {
-	warmSystemRoots()
 	if len(files) == 0 {
+		warmSystemRoots()
 		return nil, nil
 	}
 	var pems [][]byte
