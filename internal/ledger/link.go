@@ -2,10 +2,8 @@ package ledger
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"time"
 )
 
@@ -39,18 +37,11 @@ type issuerData struct {
 // its folder): nil if there is none; an error wrapping ErrCorrupt if it
 // does not parse; another error if storage cannot say.
 func (l *Ledger) readIssuerData(ctx context.Context, namesKey string) (*issuerData, error) {
-	data, err := l.Storage().Load(ctx, l.Keys.SiteMeta(namesKey))
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("reading the metadata of the stored certificate %s: %w", namesKey, err)
-	}
 	var meta struct {
 		IssuerData issuerData `json:"issuer_data"`
 	}
-	if err := json.Unmarshal(data, &meta); err != nil {
-		return nil, fmt.Errorf("the metadata of the stored certificate %s: %w: %v", namesKey, ErrCorrupt, err)
+	if found, err := l.loadJSON(ctx, l.Keys.SiteMeta(namesKey), "the metadata of the stored certificate "+namesKey, &meta); !found {
+		return nil, err
 	}
 	return &meta.IssuerData, nil
 }

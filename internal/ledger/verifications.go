@@ -71,19 +71,29 @@ var ErrCorrupt = errors.New("corrupt record")
 // if storage cannot say, or (ErrCorrupt) the record does not parse. Either
 // costs the issuance only a verification.
 func (l *Ledger) Verification(ctx context.Context, name string) (*Verification, error) {
-	data, err := l.Storage().Load(ctx, l.Keys.Verification(name))
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("reading the verification record of %s: %w", name, err)
-	}
 	var v Verification
-	if err := json.Unmarshal(data, &v); err != nil {
-		return nil, fmt.Errorf("the verification record of %s: %w: %v", name, ErrCorrupt, err)
+	if found, err := l.loadJSON(ctx, l.Keys.Verification(name), "the verification record of "+name, &v); !found {
+		return nil, err
 	}
 	v.Domain = name
 	return &v, nil
+}
+
+// loadJSON reads the JSON stored at key into v: false if there is none;
+// an error if storage cannot say (unknown, not absent), or, wrapping
+// ErrCorrupt, if it does not parse. what names it in the errors.
+func (l *Ledger) loadJSON(ctx context.Context, key, what string, v any) (found bool, err error) {
+	data, err := l.Storage().Load(ctx, key)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("reading %s: %w", what, err)
+	}
+	if err := json.Unmarshal(data, v); err != nil {
+		return false, fmt.Errorf("%s: %w: %v", what, ErrCorrupt, err)
+	}
+	return true, nil
 }
 
 // StoreVerification writes the record of v, for every Caddy sharing the
