@@ -53,6 +53,10 @@ func keyKind(key string) string {
 		return "kept-key"
 	case strings.HasPrefix(key, "certificates/"):
 		return "site"
+	case strings.HasPrefix(key, "rw_test_"):
+		return "rw-test" // certmagic's check that the storage is writable
+	case strings.HasPrefix(key, "ocsp/"):
+		return "ocsp"
 	}
 	return "other:" + key
 }
@@ -118,12 +122,26 @@ func TestStorageOpsPerCertificate(t *testing.T) {
 	plain := e.siteConfig("", name, "")
 	due := bytes.Replace(plain, []byte(`"issuers"`), []byte(`"renewal_window_ratio":0.99,"issuers"`), 1)
 
+	// certmagic's own operations for a certificate it obtains: its writes
+	// (the three files, its lock, a file to check that the storage is
+	// writable) and its reads (whether a certificate is stored, the
+	// stapled OCSP response, what it stored, read back), with more reads
+	// for a renewal (the previous certificate, its OCSP response) and, for
+	// a verification, two loads of the challenge by its HTTP handler, as
+	// SSLCI's check comes.
+	obtains := map[string]int{"store site": 3, "store rw-test": 1, "load rw-test": 1, "delete rw-test": 1, "lock lock": 1, "unlock lock": 1}
+	with := func(m map[string]int, more map[string]int) map[string]int {
+		m = maps.Clone(m)
+		maps.Copy(m, more)
+		return m
+	}
 	phases := []struct {
 		phase  string
 		renews bool
 		before func()
-		// The issuer's operations; certmagic's writes.
-		issuer, certmagicWrites map[string]int
+		// The issuer's operations; certmagic's; the API requests.
+		issuer, certmagic map[string]int
+		requests          map[sslcitest.Op]int
 	}{
 		{phase: "new name, renewed within 28 days", issuer: map[string]int{
 			// reconciling what earlier attempts left: none
@@ -142,15 +160,19 @@ func TestStorageOpsPerCertificate(t *testing.T) {
 			// the expiry metrics list what is stored once certmagic's loads
 			// and writes are done, and load what it did not: here nothing
 			"list site": 1,
-		}, certmagicWrites: map[string]int{"store site": 3, "store other": 1, "delete other": 1, "lock lock": 1, "unlock lock": 1}},
-		{phase: "start, certificate loaded", issuer: map[string]int{"load site": 2, "list site": 1}, certmagicWrites: map[string]int{}},
+		}, certmagic: with(obtains, map[string]int{"exists site": 2, "load site": 4, "load ocsp": 1, "load challenge": 2}),
+			// the list is the id floor's, once per account and storage
+			requests: map[sslcitest.Op]int{sslcitest.OpList: 1, sslcitest.OpRequest: 1, sslcitest.OpConfirm: 1, sslcitest.OpFinalize: 1}},
+		{phase: "start, certificate loaded", issuer: map[string]int{"load site": 2, "list site": 1},
+			certmagic: map[string]int{"load site": 3, "load ocsp": 1}, requests: map[sslcitest.Op]int{}},
 		{phase: "start, renewal reusing the verification", renews: true, issuer: map[string]int{
 			// the previous finalize record, read with the metadata that links
 			// it to the stored certificate, and marked stored (history)
 			"load site": 8, "list site": 1, "list record": 2, "load record": 1, "store record": 2, "load verification": 1,
 			// the previous certificate's key, kept while certmagic overwrites it
 			"store kept-key": 1, "list kept-key": 1, "delete kept-key": 1,
-		}, certmagicWrites: map[string]int{"store site": 3, "store other": 1, "delete other": 1, "lock lock": 1, "unlock lock": 1}},
+		}, certmagic: with(obtains, map[string]int{"exists site": 3, "load site": 9, "load ocsp": 2}),
+			requests: map[sslcitest.Op]int{sslcitest.OpFinalize: 1}},
 		{phase: "start, renewal verifying again", renews: true, before: func() {
 			e.sim.ExpireVerifications()
 			dirs, _ := filepath.Glob(filepath.Join(e.storageDir, "sslci", "*", "*", "verifications"))
@@ -161,7 +183,8 @@ func TestStorageOpsPerCertificate(t *testing.T) {
 			"load site": 8, "list site": 1, "list record": 2, "load record": 2, "store record": 3, "delete record": 1,
 			"load verification": 1, "store verification": 1,
 			"store challenge": 1, "delete challenge": 1, "store kept-key": 1, "list kept-key": 1, "delete kept-key": 1,
-		}, certmagicWrites: map[string]int{"store site": 3, "store other": 1, "delete other": 1, "lock lock": 1, "unlock lock": 1}},
+		}, certmagic: with(obtains, map[string]int{"exists site": 3, "load site": 9, "load ocsp": 2, "load challenge": 2}),
+			requests: map[sslcitest.Op]int{sslcitest.OpRequest: 1, sslcitest.OpConfirm: 1, sslcitest.OpFinalize: 1}},
 	}
 	parses := sslci.PairParses()
 	var serial []byte
@@ -186,14 +209,16 @@ func TestStorageOpsPerCertificate(t *testing.T) {
 			t.Errorf("%s: a new certificate is served", p.phase)
 		}
 		serial = leaf.SerialNumber.Bytes()
-		issuer, writes := split(got)
-		if !maps.Equal(issuer, p.issuer) {
-			t.Errorf("%s: the issuer's storage operations are\n%v\nwant\n%v", p.phase, issuer, p.issuer)
-		}
-		if !maps.Equal(writes, p.certmagicWrites) {
-			t.Errorf("%s: certmagic's writes are\n%v\nwant\n%v", p.phase, writes, p.certmagicWrites)
+		checkOps(t, p.phase, got, p.issuer, p.certmagic)
+		if requests := e.counts(); !maps.Equal(requests, p.requests) {
+			t.Errorf("%s: the API requests are %v, want %v", p.phase, requests, p.requests)
 		}
 		t.Logf("%s: certmagic %d, issuer %d, API requests %v:%s", p.phase, total(got, "certmagic"), total(got, "issuer"), e.counts(), format(got))
+		if i == 0 {
+			// A running Caddy stores the id floor a second after it rises;
+			// the next starts read it rather than list the account.
+			waitForFile(t, filepath.Join(e.storageDir, "sslci", "*", "*", "ledger", "floor.json"))
+		}
 	}
 	// The key storage checks a pair as it is written and as certmagic
 	// loads it (11 checks here), but parses each of the 3 pairs once.
@@ -211,14 +236,11 @@ func TestStorageOpsPerCertificate(t *testing.T) {
 	e90.waitForCertificate(name, nil, time.Minute)
 	expiryRead(t)
 	got := c.take()
-	issuer, writes := split(got)
 	want := maps.Clone(phases[0].issuer)
 	delete(want, "store verification")
-	if !maps.Equal(issuer, want) {
-		t.Errorf("new name, 90-day certificate: the issuer's storage operations are\n%v\nwant\n%v", issuer, want)
-	}
-	if !maps.Equal(writes, phases[0].certmagicWrites) {
-		t.Errorf("new name, 90-day certificate: certmagic's writes are\n%v\nwant\n%v", writes, phases[0].certmagicWrites)
+	checkOps(t, "new name, 90-day certificate", got, want, phases[0].certmagic)
+	if requests := e90.counts(); !maps.Equal(requests, phases[0].requests) {
+		t.Errorf("new name, 90-day certificate: the API requests are %v, want %v", requests, phases[0].requests)
 	}
 	t.Logf("new name, 90-day certificate: certmagic %d, issuer %d, API requests %v:%s", total(got, "certmagic"), total(got, "issuer"), e90.counts(), format(got))
 }
@@ -238,18 +260,32 @@ func expiryRead(t *testing.T) {
 	}
 }
 
-// split is the issuer's operations, and certmagic's writes, of counts.
-func split(counts map[string]int) (issuer, certmagicWrites map[string]int) {
-	issuer, certmagicWrites = make(map[string]int), make(map[string]int)
+// checkOps compares the counts of one phase, split by who made them, with
+// what is wanted of the issuer and of certmagic.
+func checkOps(t *testing.T, phase string, counts, issuer, certmagic map[string]int) {
+	t.Helper()
+	got := map[string]map[string]int{"issuer": {}, "certmagic": {}}
 	for k, n := range counts {
 		who, op, _ := strings.Cut(k, " ")
-		op, _, _ = strings.Cut(op, ":") // "other:<key>": one kind
-		switch {
-		case who == "issuer":
-			issuer[op] += n
-		case strings.HasPrefix(op, "store ") || strings.HasPrefix(op, "delete ") || strings.HasPrefix(op, "lock ") || strings.HasPrefix(op, "unlock "):
-			certmagicWrites[op] += n
+		got[who][op] += n
+	}
+	if !maps.Equal(got["issuer"], issuer) {
+		t.Errorf("%s: the issuer's storage operations are\n%v\nwant\n%v", phase, got["issuer"], issuer)
+	}
+	if !maps.Equal(got["certmagic"], certmagic) {
+		t.Errorf("%s: certmagic's storage operations are\n%v\nwant\n%v", phase, got["certmagic"], certmagic)
+	}
+}
+
+// waitForFile waits until a file matches pattern.
+func waitForFile(t *testing.T, pattern string) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if m, _ := filepath.Glob(pattern); len(m) > 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no file %s within 30 s", pattern)
 		}
 	}
-	return issuer, certmagicWrites
 }
