@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/url"
 	"strconv"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
+	"github.com/caddyserver/certmagic"
 	"github.com/spf13/cobra"
 
 	"github.com/sslci/caddy-sslci/api"
@@ -142,14 +144,27 @@ func printChecks(out io.Writer, results []checkResult) {
 
 // checkHTTP stores a probe challenge as the issuer stores SSLCI's, fetches
 // it as SSLCI would, and removes it. The challenge's storage key is per
-// name, and certmagic holds its issuance lock through all its retries (for
-// days, when issuance keeps failing: just when a check is wanted), so the
-// check takes no lock: it never replaces a challenge in storage, and
-// removes only its own probe.
+// name. certmagic holds a name's issuance lock through all its retries
+// (for days, when issuance keeps failing: just when a check is wanted), so
+// the check does not wait for it: it takes it only if it is free, which
+// keeps an issuance from storing its challenge while the probe is in
+// place. Either way it never replaces a challenge in storage, or one it
+// cannot tell is absent (a read that fails), and removes only its own
+// probe.
 func (t *target) checkHTTP(ctx context.Context, r *checkResult, via string, timeout time.Duration) {
 	key := t.iss.ledger.Keys.Challenge(r.Name)
-	if t.storage.Exists(ctx, key) {
+	if tl, ok := t.storage.(certmagic.TryLocker); ok {
+		lock := ledger.IssueLock(r.Name)
+		if got, err := tl.TryLock(ctx, lock); err == nil && got {
+			defer tl.Unlock(context.WithoutCancel(ctx), lock) //nolint:errcheck // certmagic's storage logs it
+		}
+	}
+	switch _, err := t.storage.Stat(ctx, key); {
+	case err == nil:
 		r.Result, r.Error = "not checked", "a verification of this name is in progress (its challenge is in storage); try again in a minute"
+		return
+	case !errors.Is(err, fs.ErrNotExist):
+		r.Result, r.Error = "not checked", "reading storage, to see whether a verification of this name is in progress: "+err.Error()
 		return
 	}
 	token, secret := randomText(), randomText()

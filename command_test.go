@@ -221,10 +221,12 @@ func TestCommandPrune(t *testing.T) {
 	out, _ = e.runSSLCI("list", "--config", caddyfile)
 	t.Logf("caddy sslci list:\n%s", out)
 
+	e.sim.ResetRequests()
 	out, err = e.runSSLCI("prune", "--config", caddyfile, "--dry-run")
 	if err != nil || !strings.Contains(out, fmt.Sprintf("would remove certificate %d (%s): superseded", firstID, name)) {
 		t.Errorf("prune --dry-run: %v\n%s", err, out)
 	}
+	e.wantCounts(map[sslcitest.Op]int{sslcitest.OpList: 1}) // as the README says: one GET
 	if n := len(e.sim.Certificates(e.sim.Token())); n != 3 {
 		t.Errorf("--dry-run left %d certificates, want 3", n)
 	}
@@ -328,7 +330,7 @@ func TestCommandCheckHTTP(t *testing.T) {
 	e.checkNothingLeft(t)
 
 	// certmagic holds a name's lock through all its retries: the check
-	// takes none, and works while it is held.
+	// does not wait for it, and works while it is held.
 	fs := &certmagic.FileStorage{Path: e.storageDir}
 	ctx := context.Background()
 	if err := fs.Lock(ctx, "issue_cert_"+name); err != nil {

@@ -4,8 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
-
 	"time"
 
 	"go.uber.org/zap"
@@ -288,15 +288,35 @@ func (l *Ledger) Sweep(ctx context.Context) error {
 	for _, r := range certs {
 		names = append(names, r.Names...)
 	}
-	slices.Sort(names)
-	names = slices.Compact(names)
-	storage := l.Storage()
-	for _, name := range names {
-		if err := storage.Lock(ctx, IssueLock(name)); err != nil {
-			return err
-		}
-		defer storage.Unlock(context.WithoutCancel(ctx), IssueLock(name)) //nolint:errcheck // logged by certmagic's storage
+	locked, unlock := l.lockNames(ctx, names)
+	defer unlock()
+	if ctx.Err() != nil {
+		return ctx.Err()
 	}
-	_, err = l.Reconcile(ctx, ForNames(names), nil, "")
+	var held []string
+	for _, n := range names {
+		if !locked[n] && !slices.Contains(held, n) {
+			held = append(held, n)
+		}
+	}
+	if len(held) > 0 {
+		l.Logger.Info("reconciling the ledger: the records of names whose issue lock is held are left to their next issuance", zap.Strings("names", held))
+	}
+	if len(locked) == 0 {
+		return nil
+	}
+	_, err = l.Reconcile(ctx, allLocked(locked), nil, "")
 	return err
+}
+
+// allLocked is every record whose names are all in locked: what the sweep
+// may reconcile under the locks it holds.
+func allLocked(locked map[string]bool) Scope {
+	return Scope{
+		names: slices.Sorted(maps.Keys(locked)),
+		order: func(r OrderRecord) bool { return locked[r.Domain] },
+		cert: func(r CertRecord) bool {
+			return !slices.ContainsFunc(r.Names, func(n string) bool { return !locked[n] })
+		},
+	}
 }

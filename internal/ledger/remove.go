@@ -137,30 +137,20 @@ func (l *Ledger) DeleteReplaced(ctx context.Context, certKey string) ([]Removal,
 	return l.RemoveUnderLocks(ctx, renewed.Names, renewed, func(m *Marked) []Removal { return replacedBy(m, renewed.Names) })
 }
 
-// LockWait bounds the wait of prune and delete_replaced for certmagic's
-// lock of a name (a variable for tests).
+// LockWait bounds the wait of prune, delete_replaced and the sweep for
+// certmagic's locks of the names involved (a variable for tests).
 var LockWait = 10 * time.Second
 
 // RemoveUnderLocks removes the records pick chooses from a listing (see
 // Mark for only) made under certmagic's issue lock of every name given, so
 // that it never races an issuance of a running Caddy on the same storage.
 // certmagic holds a name's lock through all its retries: what involves a
-// name whose lock stays held is left alone.
+// name whose lock stays held is left alone, and so is what the listing
+// under the locks shows of a name whose lock was not taken (it became
+// removable meanwhile, as a renewal wrote its new certificate).
 func (l *Ledger) RemoveUnderLocks(ctx context.Context, names []string, only *Leaf, pick func(*Marked) []Removal) ([]Removal, error) {
-	storage := l.Storage()
-	names = slices.Clone(names)
-	slices.Sort(names)
-	busy := map[string]bool{}
-	for _, name := range slices.Compact(names) {
-		lockCtx, cancel := context.WithTimeout(ctx, LockWait)
-		err := storage.Lock(lockCtx, IssueLock(name))
-		cancel()
-		if err != nil {
-			busy[name] = true
-			continue
-		}
-		defer storage.Unlock(context.WithoutCancel(ctx), IssueLock(name)) //nolint:errcheck // certmagic's storage logs it
-	}
+	locked, unlock := l.lockNames(ctx, names)
+	defer unlock()
 
 	m, err := l.Mark(ctx, only)
 	if err != nil {
@@ -170,8 +160,11 @@ func (l *Ledger) RemoveUnderLocks(ctx context.Context, names []string, only *Lea
 	done := map[string]bool{}
 	for i := range todo {
 		r := &todo[i]
-		if j := slices.IndexFunc(r.Domains, func(d string) bool { return busy[NormalName(d)] }); j >= 0 {
+		if j := slices.IndexFunc(r.Domains, func(d string) bool { return !locked[NormalName(d)] }); j >= 0 {
 			r.Skipped = "an issuance of " + r.Domains[j] + " holds its lock"
+			if !slices.Contains(names, NormalName(r.Domains[j])) {
+				r.Skipped = "it became removable while the locks were taken, and " + r.Domains[j] + "'s lock was not: left for the next prune"
+			}
 			continue
 		}
 		if err := l.Delete(ctx, r.Type, r.ID); err != nil {
@@ -185,4 +178,26 @@ func (l *Ledger) RemoveUnderLocks(ctx context.Context, names []string, only *Lea
 		l.Drop(ctx, key)
 	}
 	return todo, nil
+}
+
+// lockNames takes certmagic's issue lock of each of names, waiting
+// LockWait at most, for all of them: certmagic holds a name's lock through
+// all the retries of a failing issuance, for days, and a wait without end
+// would hold the locks already taken meanwhile, stopping their renewals.
+// It returns the names locked, and unlock, which releases them.
+func (l *Ledger) lockNames(ctx context.Context, names []string) (locked map[string]bool, unlock func()) {
+	storage := l.Storage()
+	lockCtx, cancel := context.WithTimeout(ctx, LockWait)
+	defer cancel()
+	locked = map[string]bool{}
+	for _, name := range slices.Compact(slices.Sorted(slices.Values(names))) {
+		if storage.Lock(lockCtx, IssueLock(name)) == nil {
+			locked[name] = true
+		}
+	}
+	return locked, func() {
+		for name := range locked {
+			storage.Unlock(context.WithoutCancel(ctx), IssueLock(name)) //nolint:errcheck // certmagic's storage logs it
+		}
+	}
 }

@@ -103,3 +103,44 @@ func TestSweepWaitsForIssuances(t *testing.T) {
 		t.Error("the sweep waited past sweepMaxWait for an issuance that did not end")
 	}
 }
+
+// The sweep waits LockWait at most for the names' locks: certmagic holds a
+// name's lock through all the retries of a failing issuance, for days,
+// and waiting for it would hold the other names' locks meanwhile,
+// stopping their renewals. It reconciles what involves only the names it
+// locked and leaves the rest, to their issuance or the next sweep.
+func TestSweepLeavesLockedNames(t *testing.T) {
+	old := LockWait
+	LockWait = 100 * time.Millisecond
+	t.Cleanup(func() { LockWait = old })
+	e := newEnv(t)
+	ctx := context.Background()
+	e.obtain(false, "a.test") // obtained, never stored: to delete at SSLCI
+	e.obtain(false, "b.test")
+	e.obtain(false, "b.test", "c.test")
+	if err := e.storage.FileStorage.Lock(ctx, IssueLock("b.test")); err != nil { // a failing issuance's
+		t.Fatal(err)
+	}
+	swept := make(chan error, 1)
+	go func() { swept <- e.ledger.Sweep(ctx) }()
+	select {
+	case err := <-swept:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the sweep is still waiting for b.test's lock")
+	}
+	if got := e.certificates(); len(got["a.test"]) != 0 || len(got["b.test"]) != 1 || len(got["b.test,c.test"]) != 1 {
+		t.Errorf("certificates at SSLCI after the sweep: %v; want a.test's deleted, b.test's two left", got)
+	}
+	if err := e.storage.FileStorage.Unlock(ctx, IssueLock("b.test")); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.ledger.Sweep(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.certificates(); len(got) != 0 {
+		t.Errorf("certificates at SSLCI after the next sweep: %v; want none", got)
+	}
+}
