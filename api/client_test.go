@@ -25,6 +25,15 @@ import (
 )
 
 // fastRetries keeps the tests quick while exercising every retry path.
+// The client's own default is what the README says: up to 4 attempts,
+// doubling back-off from 0.5 s, Retry-After honoured up to 2 minutes.
+func TestDefaultRetryPolicyAsDocumented(t *testing.T) {
+	want := api.RetryPolicy{MaxAttempts: 4, MinBackoff: 500 * time.Millisecond, MaxBackoff: 10 * time.Second, MaxRetryAfter: 2 * time.Minute}
+	if api.DefaultRetryPolicy != want {
+		t.Errorf("DefaultRetryPolicy = %+v, want %+v (change the README with it)", api.DefaultRetryPolicy, want)
+	}
+}
+
 var fastRetries = api.RetryPolicy{MaxAttempts: 4, MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond, MaxRetryAfter: 5 * time.Second}
 
 // challengeServer answers HTTP-01 requests on loopback with the key

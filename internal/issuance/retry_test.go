@@ -11,6 +11,23 @@ import (
 	"github.com/sslci/caddy-sslci/sslcitest"
 )
 
+// The issuer's policy is what the README's "Retries" says: 8 attempts,
+// from 100 ms doubling to 5 s, about 11 s of waits in all (each wait is
+// jittered down to half of it).
+func TestDefaultRetryAsDocumented(t *testing.T) {
+	want := RetryPolicy{Attempts: 8, MinBackoff: 100 * time.Millisecond, MaxBackoff: 5 * time.Second}
+	if DefaultRetry != want {
+		t.Fatalf("DefaultRetry = %+v, want %+v (change the README with it)", DefaultRetry, want)
+	}
+	var total time.Duration
+	for i, wait := 1, DefaultRetry.MinBackoff; i < DefaultRetry.Attempts; i, wait = i+1, min(2*wait, DefaultRetry.MaxBackoff) {
+		total += wait
+	}
+	if total < 10*time.Second || total > 12*time.Second {
+		t.Errorf("the waits between 8 attempts add up to %s, not about 11 s", total)
+	}
+}
+
 // The retry budget, counted exactly: a step that keeps failing costs
 // DefaultRetry.Attempts requests of its operation and no more (the client
 // retries nothing of its own), plus, for a POST whose answer may be lost,
