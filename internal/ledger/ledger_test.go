@@ -92,3 +92,20 @@ func TestListingCutShort(t *testing.T) {
 		}
 	}
 }
+
+// "A 400 means gone" holds for SSLCI's own 400 only: a record it does not
+// have (a retried DELETE whose first answer was lost) is what was asked;
+// a failure that is not SSLCI's answer about the record proves nothing.
+func TestDeleteGoneOnlyOnA400(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	if err := e.ledger.Delete(ctx, api.RecordCertificate, 4242); err != nil {
+		t.Errorf("deleting a record SSLCI does not have: %v; want gone, no error", err)
+	}
+	for _, fault := range []sslcitest.Fault{sslcitest.FaultServerError, sslcitest.FaultHTML, sslcitest.FaultDrop, sslcitest.FaultMalformedJSON} {
+		e.sim.InjectFault(sslcitest.OpDelete, fault, 1)
+		if err := e.ledger.Delete(ctx, api.RecordCertificate, 4242); err == nil {
+			t.Errorf("%s: Delete said gone", fault)
+		}
+	}
+}
