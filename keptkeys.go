@@ -131,10 +131,9 @@ func (ks *keyStorage) keptKeyFor(ctx context.Context, site string, certPEM []byt
 		return nil, "", nil
 	}
 	spki := sha256.Sum256(leaf.RawSubjectPublicKeyInfo)
-	files, err := ks.own.List(ctx, ks.keys.KeptKeys(site), false)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, "", nil
-	}
+	// A listing cut short is not "no kept key": the repair would then
+	// delete a certificate set whose key is kept.
+	files, err := ledger.ListDir(ctx, ks.own, ks.keys.KeptKeys(site))
 	if err != nil {
 		return nil, "", err
 	}

@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
+	"io/fs"
 	"os"
 	"path"
 	"path/filepath"
@@ -146,50 +147,72 @@ func TestForeignKeyRepairedAtStart(t *testing.T) {
 	}
 }
 
-// A kept key that cannot be read (an error other than "not exist") is not
-// a kept key that is absent: the mismatched set is left as it is, and once
-// storage answers again the kept key is installed and the first
-// certificate served, with no new one obtained.
+// A kept key that cannot be read (an error other than "not exist"), or
+// whose folder's listing is cut short (Caddy's file storage says "not
+// exist" then, while the folder is there), is not a kept key that is
+// absent: the mismatched set is left as it is, and once storage answers
+// again the kept key is installed and the first certificate served, with
+// no new one obtained.
 func TestKeptKeyUnreadableIsNotAbsent(t *testing.T) {
 	defer sslci.SetRepairRetryDelay(100 * time.Millisecond)()
-	e := newEnv(t, sslcitest.Options{})
-	name := "unreadable.test"
-	cfg, first, sslciKey := e.obtainThenForeignKey(name)
-	kept := e.keptKeyPath(first)
-	writeFile(t, e.storageDir, kept, sslciKey)
-	finalizes := e.sim.CountRequests(sslcitest.OpFinalize)
+	for _, tc := range []struct {
+		what string
+		fail func(op, key, kept string) error
+	}{
+		{"load fails", func(op, key, kept string) error {
+			if op == "load" && key == kept {
+				return errInjected
+			}
+			return nil
+		}},
+		{"listing cut short", func(op, key, kept string) error {
+			if op == "list" && strings.TrimSuffix(key, "/") == path.Dir(kept) {
+				return fs.ErrNotExist
+			}
+			return nil
+		}},
+	} {
+		t.Run(tc.what, func(t *testing.T) {
+			e := newEnv(t, sslcitest.Options{})
+			name := "unreadable.test"
+			cfg, first, sslciKey := e.obtainThenForeignKey(name)
+			kept := e.keptKeyPath(first)
+			writeFile(t, e.storageDir, kept, sslciKey)
+			finalizes := e.sim.CountRequests(sslcitest.OpFinalize)
 
-	plan := newFaultPlan(0, failWrite)
-	var failed atomic.Int32
-	plan.setFailRead(func(op, key string) error {
-		if op == "load" && key == kept {
-			failed.Add(1)
-			return errInjected
-		}
-		return nil
-	})
-	e.newLog()
-	e.startCaddy(e.withStorage(e.withLog(cfg), faultStorageConfig(t, e.storageDir, plan)))
-	for deadline := time.Now().Add(30 * time.Second); failed.Load() == 0; time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("Caddy never read the kept key")
-		}
-	}
-	certPEM, _, _ := e.storedPair(e.storageDir, name)
-	if certPEM == nil || !leafOf(t, certPEM).Equal(first) || !slices.Contains(filesUnder(e.storageDir, path.Dir(kept)), kept) {
-		t.Fatalf("with the kept key unreadable, the set or the kept key was removed")
-	}
+			plan := newFaultPlan(0, failWrite)
+			var failed atomic.Int32
+			plan.setFailRead(func(op, key string) error {
+				err := tc.fail(op, key, kept)
+				if err != nil {
+					failed.Add(1)
+				}
+				return err
+			})
+			e.newLog()
+			e.startCaddy(e.withStorage(e.withLog(cfg), faultStorageConfig(t, e.storageDir, plan)))
+			for deadline := time.Now().Add(30 * time.Second); failed.Load() == 0; time.Sleep(10 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatal("Caddy never read the kept key")
+				}
+			}
+			certPEM, _, _ := e.storedPair(e.storageDir, name)
+			if certPEM == nil || !leafOf(t, certPEM).Equal(first) || !slices.Contains(filesUnder(e.storageDir, path.Dir(kept)), kept) {
+				t.Fatalf("with the kept key unreadable, the set or the kept key was removed")
+			}
 
-	plan.setFailRead(nil)
-	served := e.waitForCertificate(name, nil, time.Minute)
-	if !served.Equal(first) {
-		t.Errorf("served serial %x, want the first certificate %x, repaired with its kept key", served.SerialNumber, first.SerialNumber)
-	}
-	if n := e.sim.CountRequests(sslcitest.OpFinalize) - finalizes; n != 0 {
-		t.Errorf("%d new certificates obtained; want none", n)
-	}
-	if e.logHas(logRemoved) || !e.logHas(logInstalled) {
-		t.Errorf("the log does not say the kept key was installed, or says the set was removed")
+			plan.setFailRead(nil)
+			served := e.waitForCertificate(name, nil, time.Minute)
+			if !served.Equal(first) {
+				t.Errorf("served serial %x, want the first certificate %x, repaired with its kept key", served.SerialNumber, first.SerialNumber)
+			}
+			if n := e.sim.CountRequests(sslcitest.OpFinalize) - finalizes; n != 0 {
+				t.Errorf("%d new certificates obtained; want none", n)
+			}
+			if e.logHas(logRemoved) || !e.logHas(logInstalled) {
+				t.Errorf("the log does not say the kept key was installed, or says the set was removed")
+			}
+		})
 	}
 }
 

@@ -43,13 +43,13 @@ func listTree(ctx context.Context, storage certmagic.Storage, prefix string) ([]
 
 // listByDir lists the directories under prefix, then each of them.
 func listByDir(ctx context.Context, storage certmagic.Storage, prefix string) ([]string, error) {
-	dirs, err := listDir(ctx, storage, prefix)
+	dirs, err := ListDir(ctx, storage, prefix)
 	if err != nil {
 		return nil, err
 	}
 	var keys []string
 	for _, dir := range dirs {
-		files, err := listDir(ctx, storage, dir)
+		files, err := ListDir(ctx, storage, dir)
 		if err != nil {
 			return nil, err
 		}
@@ -58,9 +58,10 @@ func listByDir(ctx context.Context, storage certmagic.Storage, prefix string) ([
 	return keys, nil
 }
 
-// listDir lists one directory's entries, again while concurrent writes cut
-// the listing short.
-func listDir(ctx context.Context, storage certmagic.Storage, dir string) ([]string, error) {
+// ListDir lists one directory's entries, again while concurrent writes cut
+// the listing short: Caddy's file storage says "not exist" for a listing
+// cut short too, and only a directory that is not there is empty.
+func ListDir(ctx context.Context, storage certmagic.Storage, dir string) ([]string, error) {
 	for attempt := 1; ; attempt++ {
 		keys, err := storage.List(ctx, dir, false)
 		if !errors.Is(err, fs.ErrNotExist) {
