@@ -84,18 +84,48 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
+// readmeArgs are the arguments of the command the README shows, in its
+// simulator section, and the token they give.
+func readmeArgs(t *testing.T) (args []string, token string) {
+	t.Helper()
+	data, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const cmd = "go run ./cmd/sslci-sim "
+	for line := range strings.SplitSeq(string(data), "\n") {
+		if rest, ok := strings.CutPrefix(line, cmd); ok {
+			args = strings.Fields(rest)
+		}
+	}
+	if i := slices.Index(args, "-token"); i >= 0 && i+1 < len(args) {
+		token = args[i+1]
+	}
+	if token == "" {
+		t.Fatalf("README: no line %q with a -token", cmd)
+	}
+	if !strings.Contains(usageHead, "sslci-sim "+strings.Join(args, " ")) {
+		t.Errorf("-h's example is not the README's command %q", strings.Join(args, " "))
+	}
+	return args, token
+}
+
+// The README's command, on a free port and with the root written to a
+// temporary folder: it prints its URL, the root's file and the token, and
+// serves the API; -v logs each request, never the token.
 func TestRun(t *testing.T) {
 	root := filepath.Join(t.TempDir(), "root.pem")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var stdout, stderr syncBuffer
 	done := make(chan error, 1)
+	args, token := readmeArgs(t)
 	go func() {
-		done <- run(ctx, []string{"-addr", "127.0.0.1:0", "-token", "demo-token", "-root-out", root, "-v"}, &stdout, &stderr)
+		done <- run(ctx, append(args, "-addr", "127.0.0.1:0", "-root-out", root), &stdout, &stderr)
 	}()
 
 	url := waitURL(t, &stdout, &stderr)
-	if !strings.Contains(stdout.String(), "demo-token") || !strings.Contains(stdout.String(), root) {
+	if !strings.Contains(stdout.String(), token) || !strings.Contains(stdout.String(), root) {
 		t.Errorf("banner:\n%s", stdout.String())
 	}
 	pemBytes, err := os.ReadFile(root)
@@ -109,7 +139,7 @@ func TestRun(t *testing.T) {
 	}
 
 	req, _ := http.NewRequest("GET", url, nil)
-	req.Header.Set("Authorization", "Bearer demo-token")
+	req.Header.Set("Authorization", "Bearer "+token)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -128,7 +158,7 @@ func TestRun(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("run did not return after cancel")
 	}
-	if log := stderr.String(); !strings.Contains(log, "op=list") || strings.Contains(log, "demo-token") {
+	if log := stderr.String(); !strings.Contains(log, "op=list") || strings.Contains(log, token) {
 		t.Errorf("request log:\n%s", log)
 	}
 }
