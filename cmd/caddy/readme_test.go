@@ -77,12 +77,16 @@ func sectionBlocks(t *testing.T, header, lang string) []block {
 	return out
 }
 
+// configLangs are the languages of the README's blocks that are configs:
+// Caddy's, and the Prometheus alerting rules.
+var configLangs = []string{"caddyfile", "json", "yaml"}
+
 // Every config the README shows is a file under testdata/readme, shown
 // byte for byte, so that the tests that load those files test the README.
 func TestREADMEConfigsAreFiles(t *testing.T) {
 	var shown []string
 	for _, b := range codeBlocks(t, readme(t)) {
-		if b.lang != "caddyfile" && b.lang != "json" {
+		if !slices.Contains(configLangs, b.lang) {
 			continue
 		}
 		if b.file == "" {
@@ -116,7 +120,8 @@ func TestREADMEConfigsAreFiles(t *testing.T) {
 	}
 }
 
-// testedConfigs are the README's configs that a test of this package loads.
+// testedConfigs are the README's configs that a test loads: one of this
+// package, unless the comment names another.
 var testedConfigs = []string{
 	"testdata/readme/site.caddyfile",      // TestREADMEConfigs
 	"testdata/readme/global.caddyfile",    // TestREADMEConfigs
@@ -124,6 +129,7 @@ var testedConfigs = []string{
 	"testdata/readme/dns.caddyfile",       // TestREADMEConfigs
 	"testdata/readme/dns-issuer.json",     // TestREADMEDNSIssuerJSON
 	"testdata/readme/simulator.caddyfile", // TestTryItWithTheSimulator
+	"testdata/readme/alerts.yaml",         // TestREADMEAlertingRules, in the root package
 }
 
 // The Install section names the Go and Caddy versions go.mod requires, and
