@@ -43,49 +43,30 @@ func main() {
 
 func run(ctx context.Context, args []string) (err error) {
 	here := sourceDir()
-	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
-	sizesFlag := fs.String("sizes", "1,10,50,100,1000", "how many new names Caddy obtains certificates for, one run each")
-	acmeMax := fs.Int("acme-max", 100, "skip ACME runs above this many names (Caddy's ACME rate limit of 10 orders per 10s makes 1000 names take ~17 minutes)")
-	onDemandNames := fs.Int("on-demand", 5, "new names handshaken one after another in the on-demand run (0 skips it)")
-	restartNames := fs.Int("restart", -1, "names in the restart case, for the internal and sslci issuers (-1: the largest of -sizes up to 1000; 0 skips it)")
-	restartSweep := fs.Bool("restart-sweep", false, "in the last restart, also count the sslci issuer's requests until its sweep, a minute after the start")
-	profileDir := fs.String("profile", "", "write Caddy's CPU and allocation profiles of one more run of the largest size, for the internal and sslci issuers, into this folder, and a CPU profile of one more restart of each (-restart)")
-	out := fs.String("out", filepath.Join(here, "results"), "where to write results.json, results.md and results.svg")
-	issuersFlag := fs.String("issuers", strings.Join(allIssuers, ","), "which issuers to run, alternated in each repeat")
-	repeat := fs.Int("repeat", 3, "runs of each issuer and size; the tables show the median run")
-	repeatSmall := fs.Int("repeat-small", 15, "runs of each issuer for sizes of 10 names or fewer, if more than -repeat: such a run is about one config load, which the machine's other work moves by as much as it costs")
-	pin := fs.Bool("pin", false, "run Caddy on every CPU but the last, and the benchmark (the simulator, Pebble, the polling) on the last, so that the CA's work does not share Caddy's CPUs, as a real SSLCI's or Let's Encrypt's would not (Linux, 2 CPUs or more)")
-	keep := fs.Bool("keep", false, "keep the temporary folder (Caddy's and Pebble's logs, storage)")
+	fs, o := newFlags()
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	sizes, err := parseSizes(*sizesFlag)
+	sizes, err := parseSizes(o.sizes)
 	if err != nil {
 		return err
 	}
-	var issuers []string // in allIssuers' order
-	for iss := range strings.SplitSeq(*issuersFlag, ",") {
-		if !slices.Contains(allIssuers, iss) {
-			return fmt.Errorf("-issuers: unknown issuer %q", iss)
-		}
+	issuers, err := parseIssuers(o.issuers)
+	if err != nil {
+		return err
 	}
-	for _, iss := range allIssuers {
-		if slices.Contains(strings.Split(*issuersFlag, ","), iss) {
-			issuers = append(issuers, iss)
-		}
-	}
-	*repeat = max(*repeat, 1)
+	o.repeat = max(o.repeat, 1)
 	largest := slices.Max(sizes)
-	if *restartNames < 0 {
-		*restartNames = 0
+	if o.restart < 0 {
+		o.restart = 0
 		for _, n := range sizes {
 			if n <= 1000 {
-				*restartNames = max(*restartNames, n)
+				o.restart = max(o.restart, n)
 			}
 		}
 	}
 	// Caddy had 670 files open at most in a 1000-name run.
-	raiseFileLimit(uint64(max(largest, *restartNames)) + 4096)
+	raiseFileLimit(uint64(max(largest, o.restart)) + 4096)
 	log.SetOutput(io.Discard) // Pebble's package-level log lines
 
 	tmp, err := os.MkdirTemp("", "sslci-bench-")
@@ -93,7 +74,7 @@ func run(ctx context.Context, args []string) (err error) {
 		return err
 	}
 	defer func() {
-		if *keep || (err != nil && !errors.Is(err, context.Canceled)) {
+		if o.keep || (err != nil && !errors.Is(err, context.Canceled)) {
 			fmt.Fprintln(os.Stderr, "logs and storage kept in", tmp)
 			return
 		}
@@ -108,7 +89,7 @@ func run(ctx context.Context, args []string) (err error) {
 		return fmt.Errorf("building Caddy: %w", err)
 	}
 	res := newResults(bin)
-	if *pin {
+	if o.pin {
 		if err := pinned.set(runtime.NumCPU()); err != nil {
 			return fmt.Errorf("-pin: %w", err)
 		}
@@ -119,15 +100,15 @@ func run(ctx context.Context, args []string) (err error) {
 	for _, n := range sizes {
 		// Each repeat runs every issuer once, so that the machine's other
 		// work slows them alike.
-		runs := *repeat
+		runs := o.repeat
 		if n <= smallSize {
-			runs = max(runs, *repeatSmall)
+			runs = max(runs, o.repeatSmall)
 		}
 		for rep := range runs {
 			for _, iss := range issuers {
-				if iss == issuerACME && n > *acmeMax {
+				if iss == issuerACME && n > o.acmeMax {
 					if rep == 0 {
-						reason := fmt.Sprintf("not run (-acme-max %d): about %d s at Caddy's ACME rate limit of 10 orders per 10 s", *acmeMax, n)
+						reason := fmt.Sprintf("not run (-acme-max %d): about %d s at Caddy's ACME rate limit of 10 orders per 10 s", o.acmeMax, n)
 						fmt.Fprintf(os.Stderr, "%-8s %5d names: %s\n", iss, n, reason)
 						res.Skipped = append(res.Skipped, skipped{Issuer: iss, Names: n, Reason: reason})
 					}
@@ -141,14 +122,14 @@ func run(ctx context.Context, args []string) (err error) {
 			}
 		}
 	}
-	if *profileDir != "" {
+	if o.profileDir != "" {
 		for _, iss := range issuers {
 			if iss == issuerACME {
 				continue
 			}
 			// The profile's length: the median run's and a margin.
 			x, _ := res.find(iss, largest)
-			prof := &profiler{dir: *profileDir, seconds: int(math.Ceil(1.5*x.Seconds)) + 2}
+			prof := &profiler{dir: o.profileDir, seconds: int(math.Ceil(1.5*x.Seconds)) + 2}
 			fmt.Fprintf(os.Stderr, "%-8s %5d names, profiled for %d s (not in the tables):\n", iss, largest, prof.seconds)
 			if _, err := issue(ctx, iss, bin, tmp, largest, prof); err != nil {
 				return err
@@ -156,17 +137,17 @@ func run(ctx context.Context, args []string) (err error) {
 		}
 	}
 	res.LoadEnd = loadAverage()
-	if *restartNames == 0 {
+	if o.restart == 0 {
 		fmt.Fprintln(os.Stderr, "restart case skipped (-restart 0, or no size up to 1000: give -restart N)")
 	} else {
-		if res.Restart, err = restarts(ctx, issuers, bin, tmp, *restartNames, *repeat, *restartSweep, *profileDir); err != nil {
+		if res.Restart, err = restarts(ctx, issuers, bin, tmp, o.restart, o.repeat, o.restartSweep, o.profileDir); err != nil {
 			return err
 		}
 	}
 	for _, iss := range issuers {
-		if *onDemandNames > 0 {
+		if o.onDemand > 0 {
 			var r onDemand
-			err = inWorld(iss, bin, tmp, func(w *world) (e error) { r, e = runOnDemand(ctx, w, *onDemandNames); return })
+			err = inWorld(iss, bin, tmp, func(w *world) (e error) { r, e = runOnDemand(ctx, w, o.onDemand); return })
 			if err != nil {
 				return fmt.Errorf("%s, on demand: %w", iss, err)
 			}
@@ -183,11 +164,47 @@ func run(ctx context.Context, args []string) (err error) {
 			iss, r.Seconds, r.API.Requests, r.API.Conns)
 		res.Renewal = append(res.Renewal, r)
 	}
-	if err = res.write(*out); err != nil {
+	if err = res.write(o.out); err != nil {
 		return err
 	}
-	fmt.Fprintln(os.Stderr, "wrote", filepath.Join(*out, "results.{json,md,svg}"))
+	fmt.Fprintln(os.Stderr, "wrote", filepath.Join(o.out, "results.{json,md,svg}"))
 	return nil
+}
+
+// options are the benchmark's flags, as newFlags defines them.
+type options struct {
+	sizes        string
+	acmeMax      int
+	onDemand     int
+	restart      int
+	restartSweep bool
+	profileDir   string
+	out          string
+	issuers      string
+	repeat       int
+	repeatSmall  int
+	pin          bool
+	keep         bool
+}
+
+// newFlags defines the benchmark's flags: run parses its arguments with
+// them, and readme_test.go the command lines the READMEs show.
+func newFlags() (*flag.FlagSet, *options) {
+	o := new(options)
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.StringVar(&o.sizes, "sizes", "1,10,50,100,1000", "how many new names Caddy obtains certificates for, one run each")
+	fs.IntVar(&o.acmeMax, "acme-max", 100, "skip ACME runs above this many names (Caddy's ACME rate limit of 10 orders per 10s makes 1000 names take ~17 minutes)")
+	fs.IntVar(&o.onDemand, "on-demand", 5, "new names handshaken one after another in the on-demand run (0 skips it)")
+	fs.IntVar(&o.restart, "restart", -1, "names in the restart case, for the internal and sslci issuers (-1: the largest of -sizes up to 1000; 0 skips it)")
+	fs.BoolVar(&o.restartSweep, "restart-sweep", false, "in the last restart, also count the sslci issuer's requests until its sweep, a minute after the start")
+	fs.StringVar(&o.profileDir, "profile", "", "write Caddy's CPU and allocation profiles of one more run of the largest size, for the internal and sslci issuers, into this folder, and a CPU profile of one more restart of each (-restart)")
+	fs.StringVar(&o.out, "out", filepath.Join(sourceDir(), "results"), "where to write results.json, results.md and results.svg")
+	fs.StringVar(&o.issuers, "issuers", strings.Join(allIssuers, ","), "which issuers to run, alternated in each repeat")
+	fs.IntVar(&o.repeat, "repeat", 3, "runs of each issuer and size; the tables show the median run")
+	fs.IntVar(&o.repeatSmall, "repeat-small", 15, "runs of each issuer for sizes of 10 names or fewer, if more than -repeat: such a run is about one config load, which the machine's other work moves by as much as it costs")
+	fs.BoolVar(&o.pin, "pin", false, "run Caddy on every CPU but the last, and the benchmark (the simulator, Pebble, the polling) on the last, so that the CA's work does not share Caddy's CPUs, as a real SSLCI's or Let's Encrypt's would not (Linux, 2 CPUs or more)")
+	fs.BoolVar(&o.keep, "keep", false, "keep the temporary folder (Caddy's and Pebble's logs, storage)")
+	return fs, o
 }
 
 // smallSize is the most names -repeat-small applies to.
@@ -293,6 +310,23 @@ func parseSizes(s string) ([]int, error) {
 		sizes = append(sizes, n)
 	}
 	return sizes, nil
+}
+
+// parseIssuers checks -issuers' names and returns them in allIssuers'
+// order.
+func parseIssuers(s string) ([]string, error) {
+	for iss := range strings.SplitSeq(s, ",") {
+		if !slices.Contains(allIssuers, iss) {
+			return nil, fmt.Errorf("-issuers: unknown issuer %q", iss)
+		}
+	}
+	var issuers []string
+	for _, iss := range allIssuers {
+		if slices.Contains(strings.Split(s, ","), iss) {
+			issuers = append(issuers, iss)
+		}
+	}
+	return issuers, nil
 }
 
 // sourceDir is this module's folder, where `go run .` compiled it from, so
