@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -259,6 +260,22 @@ func TestRenewCommand(t *testing.T) {
 		_, err = e.runSSLCI("renew", "--address", addr, name)
 		if err == nil || !strings.Contains(err.Error(), "no admin endpoint answers at "+addr) {
 			t.Errorf("renew --address %s (nothing there): %v; want an error naming the address", addr, err)
+		}
+	})
+
+	// The README's third example, last: with SSLCI gone (its listener
+	// closed), the table says FAILED with the issuer's error, and the
+	// served certificate stays.
+	t.Run("SSLCI unreachable", func(t *testing.T) {
+		e.sim.Close()
+		out, err := e.runSSLCI("renew", "--config", caddyfile, "--force", name)
+		t.Logf("caddy sslci renew --force, SSLCI unreachable:\n%s", out)
+		want := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name) + ` +` + hexSerial(served) + ` +\S+ \S+ +FAILED: sslci: .*` + regexp.QuoteMeta(name) + `.*: connection failed: .*connection refused$`)
+		if err == nil || !want.MatchString(out) {
+			t.Errorf("renew --force with SSLCI unreachable: %v\n%s\nwant a line matching %s", err, out, want)
+		}
+		if want := hexSerial(served); servedNow(t) != want {
+			t.Errorf("served serial %s, want the unchanged %s", servedNow(t), want)
 		}
 	})
 }
