@@ -16,7 +16,6 @@ import (
 	"time"
 
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
-	"github.com/caddyserver/certmagic"
 	"github.com/spf13/cobra"
 
 	"github.com/sslci/caddy-sslci/api"
@@ -153,11 +152,8 @@ func printChecks(out io.Writer, results []checkResult) {
 // probe.
 func (t *target) checkHTTP(ctx context.Context, r *checkResult, via string, timeout time.Duration) {
 	key := t.iss.ledger.Keys.Challenge(r.Name)
-	if tl, ok := t.storage.(certmagic.TryLocker); ok {
-		lock := ledger.IssueLock(r.Name)
-		if got, err := tl.TryLock(ctx, lock); err == nil && got {
-			defer tl.Unlock(context.WithoutCancel(ctx), lock) //nolint:errcheck // certmagic's storage logs it
-		}
+	if unlock, ok := ledger.TryLock(ctx, t.storage, ledger.IssueLock(r.Name)); ok {
+		defer unlock()
 	}
 	switch _, err := t.storage.Stat(ctx, key); {
 	case err == nil:

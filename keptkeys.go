@@ -177,8 +177,12 @@ func (ks *keyStorage) sweepKept(ctx context.Context) {
 // SSLCI's) while the stored pair is still the previous, complete one, and
 // the folder holds the temporary file of a key being written.
 func (ks *keyStorage) sweepSite(ctx context.Context, site, dir string) {
+	// A bounded wait: a failing issuance holds the lock for days, and the
+	// other sites' keys are swept after this one.
+	lockCtx, cancel := context.WithTimeout(ctx, ledger.LockWait)
+	defer cancel()
 	lock := ledger.IssueLockOfDir(site)
-	if err := ks.own.Lock(ctx, lock); err != nil {
+	if err := ks.own.Lock(lockCtx, lock); err != nil {
 		return // left for the next start, or for their expiry
 	}
 	defer ks.own.Unlock(context.WithoutCancel(ctx), lock) //nolint:errcheck // certmagic's storage logs it

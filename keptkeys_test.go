@@ -1,6 +1,7 @@
 package sslci
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -12,6 +13,7 @@ import (
 	"errors"
 	"io/fs"
 	"math/big"
+	"strings"
 	"testing"
 	"time"
 
@@ -133,5 +135,53 @@ func TestPairMatchesRemembersMatchesOnly(t *testing.T) {
 	}
 	if n := pairParses.Load() - start; n != 1+2 {
 		t.Errorf("%d parses, want 1 for the matching pair and 2 for the other", n)
+	}
+}
+
+// A load that finds a site's key not its certificate's does not wait for
+// the site's issue lock to repair it: certmagic's maintenance loads while
+// it holds its certificate cache (which every handshake reads), and a
+// peer's failing renewal holds the lock for days. Held, the set is left as
+// it is and the load fails (tried again later); free, the load repairs it.
+func TestRepairDoesNotWaitForTheLock(t *testing.T) {
+	const site = "torn.test"
+	files := &certmagic.FileStorage{Path: t.TempDir()}
+	key := issuerKeyFor("https://sslci.example/api")
+	iss := &Issuer{issuerKey: key, ledger: &ledger.Ledger{Keys: ledger.Keys{IssuerKey: key}}, logger: zap.NewNop()}
+	iss.ledger.SetStorage(files)
+	ks := &keyStorage{Storage: files, own: files, iss: iss, keys: iss.ledger.Keys}
+	ctx := context.Background()
+	certPEM, _ := testPair(t, site)
+	_, otherKey := testPair(t, site) // a renewal's new key, its certificate not written
+	for k, v := range map[string][]byte{ks.keys.SiteCert(site): certPEM, ks.keys.SiteKey(site): otherKey} {
+		if err := files.Store(ctx, k, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lock := ledger.IssueLockOfDir(site)
+	if err := files.Lock(ctx, lock); err != nil { // the peer's failing renewal
+		t.Fatal(err)
+	}
+	loaded := make(chan error, 1)
+	go func() { _, err := ks.Load(ctx, ks.keys.SiteKey(site)); loaded <- err }()
+	select {
+	case err := <-loaded:
+		if err == nil || !strings.Contains(err.Error(), "its issue lock is held") {
+			t.Errorf("Load with the lock held: %v; want an error saying the lock is held", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Load is still waiting for the issue lock")
+	}
+	if data, err := files.Load(ctx, ks.keys.SiteCert(site)); err != nil || !bytes.Equal(data, certPEM) {
+		t.Errorf("the certificate was changed while the lock was held: %v", err)
+	}
+	if err := files.Unlock(ctx, lock); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ks.Load(ctx, ks.keys.SiteKey(site)); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("Load with the lock free: %v; want the unusable set removed (not exist)", err)
+	}
+	if files.Exists(ctx, ks.keys.SiteCert(site)) {
+		t.Error("the unusable set is still in storage")
 	}
 }

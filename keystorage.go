@@ -332,11 +332,14 @@ func (ks *keyStorage) repairMeta(ctx context.Context, name string, notFound erro
 	if err != nil || !time.Now().Before(leaf.NotAfter) {
 		return nil, notFound
 	}
-	lock := ledger.IssueLockOfDir(name)
-	if err := ks.own.Lock(ctx, lock); err != nil {
+	// Not waiting for the lock: certmagic may hold its certificate cache
+	// while it loads (its maintenance does), and a peer's failing issuance
+	// holds the lock for days. Held: the name is a peer's to finish.
+	unlock, ok := ledger.TryLock(ctx, ks.own, ledger.IssueLockOfDir(name))
+	if !ok {
 		return nil, notFound
 	}
-	defer ks.own.Unlock(context.WithoutCancel(ctx), lock)
+	defer unlock()
 	if data, err := ks.own.Load(ctx, ks.keys.SiteMeta(name)); !errors.Is(err, fs.ErrNotExist) {
 		return data, err // a peer finished writing it
 	}
@@ -436,16 +439,18 @@ var (
 )
 
 // repair makes a site's key and certificate a pair again, under certmagic's
-// issue lock for the name: installs the kept key that matches the
+// issue lock for the name, if it is free: installs the kept key that matches the
 // certificate, or deletes the set so that certmagic obtains a new one.
 // Storage that cannot say whether a kept key exists leaves the set alone:
 // a later load repairs it.
 func (ks *keyStorage) repair(ctx context.Context, name string) ([]byte, error) {
-	lock := ledger.IssueLockOfDir(name)
-	if err := ks.own.Lock(ctx, lock); err != nil {
-		return nil, fmt.Errorf("sslci: %s: locking storage to repair a certificate whose private key is not its own: %w", name, err)
+	// Not waiting for the lock (see repairMeta): held, the repair is tried
+	// again a minute later (Load's retryLater).
+	unlock, ok := ledger.TryLock(ctx, ks.own, ledger.IssueLockOfDir(name))
+	if !ok {
+		return nil, fmt.Errorf("sslci: %s: a certificate whose private key is not its own, and its issue lock is held (an issuance of it, here or on a peer): left as it is", name)
 	}
-	defer ks.own.Unlock(context.WithoutCancel(ctx), lock)
+	defer unlock()
 
 	keyPEM, certPEM, err := ks.loadPair(ctx, name)
 	if err != nil || certPEM == nil {

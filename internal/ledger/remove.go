@@ -7,6 +7,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/caddyserver/certmagic"
+
 	"github.com/sslci/caddy-sslci/api"
 )
 
@@ -200,4 +202,27 @@ func (l *Ledger) lockNames(ctx context.Context, names []string) (locked map[stri
 			storage.Unlock(context.WithoutCancel(ctx), IssueLock(name)) //nolint:errcheck // certmagic's storage logs it
 		}
 	}
+}
+
+// TryLock takes certmagic's lock name if it is free, without waiting for
+// it to be released: for what runs where waiting could stall serving (a
+// repair inside certmagic's load, which may hold its certificate cache),
+// or would wait for days (a name whose issuance keeps failing). A storage
+// without TryLock is given a second. unlock releases it.
+func TryLock(ctx context.Context, storage certmagic.Storage, name string) (unlock func(), ok bool) {
+	var err error
+	if tl, isTry := storage.(certmagic.TryLocker); isTry {
+		ok, err = tl.TryLock(ctx, name)
+	} else {
+		lockCtx, cancel := context.WithTimeout(ctx, time.Second)
+		err = storage.Lock(lockCtx, name)
+		cancel()
+		ok = err == nil
+	}
+	if err != nil || !ok {
+		return nil, false
+	}
+	return func() {
+		storage.Unlock(context.WithoutCancel(ctx), name) //nolint:errcheck // certmagic's storage logs it
+	}, true
 }
